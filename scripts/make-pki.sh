@@ -35,11 +35,19 @@ if [[ ! -x "$CERTOMANCER" ]]; then
     echo "make-pki: $CERTOMANCER missing; run scripts/setup-python.sh" >&2
     exit 1
 fi
+pids=()
 for v in "${VENDORS[@]}"; do
     out="$ROOT/.run/pki/$v-root.pem"
-    # Certs are derived deterministically from config + keys; re-export every time (cheap).
-    "$CERTOMANCER" --config "$ROOT/tests/fixtures/pki/$v.yml" --key-root "$ROOT" \
-        summon "$v" root "$out.tmp" 2>/dev/null
-    mv "$out.tmp" "$out"
+    yml="$ROOT/tests/fixtures/pki/$v.yml"
+    # Certs are derived deterministically from config + keys: re-export only when either changed.
+    if [[ -s "$out" && "$out" -nt "$yml" && "$out" -nt "$KEYS/$v/root.key.pem" ]]; then
+        continue
+    fi
+    ( "$CERTOMANCER" --config "$yml" --key-root "$ROOT" summon "$v" root "$out.tmp" \
+          >"$out.log" 2>&1 && mv "$out.tmp" "$out" && rm -f "$out.log" ) &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do
+    wait "$p" || { echo "make-pki: certomancer summon failed:" >&2; cat "$ROOT"/.run/pki/*.log >&2; exit 1; }
 done
 echo "make-pki: keys in .run/pki/keys/, roots in .run/pki/{$(IFS=,; echo "${VENDORS[*]}")}-root.pem"

@@ -33,6 +33,6 @@ fi
 
 echo "setup-python: installing $(basename "$REQS")"
 PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q -r "$REQS"
-"$VENV/bin/python" -c 'import pyhanko, certomancer, csc_dummy, pytest, requests' 
+"$VENV/bin/python" -c 'import pyhanko, certomancer, csc_dummy, pytest, requests'
 echo "$want" > "$STAMP"
 echo "setup-python: done"

@@ -1,0 +1,123 @@
+import Foundation
+import CSC
+
+/// `gateway.yaml`: how the gateway listens, where its tenants and policies live, and which
+/// upstreams it may forward to.
+public struct GatewayConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// The base URL clients reach the gateway at; `info.oauth2` is derived from it.
+    public var publicURL: String
+    public var tenantsDirectory: String
+    public var policiesDirectory: String
+    public var service: ServiceDescription
+    public var tokens: TokenSettings
+    public var sad: SADSettings
+    public var maxBodyBytes: Int
+    public var maxHashesPerRequest: Int
+    public var upstreams: [UpstreamConfiguration]
+
+    public struct ServiceDescription: Sendable {
+        public var name = "cscgate"
+        public var logo = "https://cscgate.invalid/logo.png"
+        public var region = "EU"
+        public var lang = "en-US"
+        public var description = "cscgate: one CSC API over several remote signing services"
+    }
+
+    public struct TokenSettings: Sendable {
+        public var accessTokenLifetime = 3600
+        public var refreshTokenLifetime = 30 * 24 * 3600
+    }
+
+    public struct SADSettings: Sendable {
+        /// Where the 32-byte sealing key comes from: an environment variable or a file (base64).
+        public var keyEnvironment: String?
+        public var keyFile: String?
+        /// Upper bound on a SAD's life, whatever the upstream grants.
+        public var maxLifetime = 3600
+    }
+}
+
+public struct UpstreamConfiguration: Sendable {
+    public enum Authentication: Sendable, Equatable {
+        case none
+        /// `auth/login` with HTTP Basic; the password comes from the environment or a file.
+        case basic(username: String, password: SecretReference)
+        /// OAuth2 client credentials at `tokenURL`.
+        case oauth2ClientCredentials(tokenURL: String, clientID: String, clientSecret: SecretReference)
+    }
+
+    public var name: String
+    /// The URL up to and excluding `/csc/v1` or `/csc/v2`.
+    public var baseURL: String
+    public var version: CSCVersion
+    public var authentication: Authentication
+    public var timeout: Double
+    public var connectTimeout: Double
+    public var maxConnections: Int
+    /// How long credential descriptions fetched from the upstream are reused.
+    public var credentialInfoTTL: Double
+}
+
+/// A secret named in configuration but kept out of it.
+public enum SecretReference: Sendable, Equatable, CustomStringConvertible {
+    case environment(String)
+    case file(String)
+
+    public func resolve() throws -> String {
+        switch self {
+        case .environment(let name):
+            guard let v = ProcessInfo.processInfo.environment[name], !v.isEmpty else {
+                throw ConfigurationError([ConfigurationIssue(file: "environment", line: nil, message: "variable \(name) is not set")])
+            }
+            return v
+        case .file(let path):
+            guard let data = FileManager.default.contents(atPath: path),
+                  let v = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), !v.isEmpty
+            else {
+                throw ConfigurationError([ConfigurationIssue(file: path, line: nil, message: "secret file is missing or empty")])
+            }
+            return v
+        }
+    }
+
+    /// Names where the secret lives, never the secret.
+    public var description: String {
+        switch self {
+        case .environment(let n): "env:\(n)"
+        case .file(let p): "file:\(p)"
+        }
+    }
+}
+
+/// `tenants/<tenant>.yaml`: one customer of the gateway.
+public struct TenantConfiguration: Sendable {
+    public var id: String
+    public var displayName: String
+    public var clients: [ClientConfiguration]
+    public var credentials: [CredentialRoute]
+    /// The upstream that serves `signatures/timestamp` for this tenant, if any.
+    public var timestampUpstream: String?
+}
+
+public struct ClientConfiguration: Sendable {
+    public var id: String
+    public var name: String
+    public var secretHash: SecretHash
+    public var scopes: Set<String>
+}
+
+/// The id a client sees, and where the key behind it really lives.
+public struct CredentialRoute: Sendable, Equatable {
+    public var id: String
+    public var upstream: String
+    public var upstreamCredentialID: String
+    public var description: String?
+}
+
+/// Everything loaded and cross-checked; immutable, replaced whole on reload.
+public struct LoadedConfiguration: Sendable {
+    public var gateway: GatewayConfiguration
+    public var tenants: [TenantConfiguration]
+}

@@ -1,0 +1,252 @@
+import Foundation
+import Yams
+import CSC
+
+/// Reads `gateway.yaml`, `tenants/*.yaml` and `policies/*.yaml` and checks them against each
+/// other. Every problem is reported with file and line; nothing half-valid is ever returned.
+public enum ConfigurationLoader {
+    public static let knownScopes: Set<String> = ["service"]
+
+    public static func load(gatewayFile: String) throws -> LoadedConfiguration {
+        let fm = FileManager.default
+        guard let text = fm.contents(atPath: gatewayFile).flatMap({ String(data: $0, encoding: .utf8) }) else {
+            throw ConfigurationError([ConfigurationIssue(file: gatewayFile, line: nil, message: "cannot read file")])
+        }
+        let base = URL(fileURLWithPath: gatewayFile).deletingLastPathComponent()
+        let log = IssueLog(file: gatewayFile)
+        var issues = [ConfigurationIssue]()
+        let gateway = parseGateway(text, base: base, log: log)
+        issues += log.issues
+
+        var tenants = [TenantConfiguration]()
+        if let gateway {
+            let dir = gateway.tenantsDirectory
+            let files = ((try? fm.contentsOfDirectory(atPath: dir)) ?? [])
+                .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted()
+            if !fm.fileExists(atPath: dir) {
+                issues.append(ConfigurationIssue(file: gatewayFile, line: nil, message: "tenants directory \(dir) does not exist"))
+            }
+            for name in files {
+                let path = dir + "/" + name
+                let tlog = IssueLog(file: path)
+                let content = fm.contents(atPath: path).flatMap { String(data: $0, encoding: .utf8) } ?? ""
+                if let t = parseTenant(content, fileStem: stem(name), upstreams: Set(gateway.upstreams.map(\.name)), log: tlog) {
+                    tenants.append(t)
+                }
+                issues += tlog.issues
+            }
+            issues += checkPolicies(directory: gateway.policiesDirectory)
+            issues += crossCheck(tenants, gatewayFile: gatewayFile, tenantsDirectory: dir)
+        }
+        guard issues.isEmpty, let gateway else { throw ConfigurationError(issues) }
+        return LoadedConfiguration(gateway: gateway, tenants: tenants)
+    }
+
+    private static func stem(_ fileName: String) -> String {
+        URL(fileURLWithPath: fileName).deletingPathExtension().lastPathComponent
+    }
+
+    private static func resolve(_ path: String, base: URL) -> String {
+        path.hasPrefix("/") ? path : base.appendingPathComponent(path).standardizedFileURL.path
+    }
+
+    static func parseGateway(_ text: String, base: URL, log: IssueLog) -> GatewayConfiguration? {
+        guard let root = YAMLMap.document(text, log: log) else { return nil }
+        root.rejectUnknownKeys(["listen", "publicURL", "tenants", "policies", "service", "tokens", "sad", "limits", "upstreams"])
+        let listen = root.map("listen")
+        listen?.rejectUnknownKeys(["host", "port"])
+        let host = listen?.string("host") ?? "127.0.0.1"
+        let port = listen?.int("port", default: 8080, range: 1...65535) ?? 8080
+        var service = GatewayConfiguration.ServiceDescription()
+        if let s = root.map("service") {
+            s.rejectUnknownKeys(["name", "logo", "region", "lang", "description"])
+            service.name = s.string("name") ?? service.name
+            service.logo = s.string("logo") ?? service.logo
+            service.region = s.string("region") ?? service.region
+            service.lang = s.string("lang") ?? service.lang
+            service.description = s.string("description") ?? service.description
+        }
+        var tokens = GatewayConfiguration.TokenSettings()
+        if let t = root.map("tokens") {
+            t.rejectUnknownKeys(["accessTokenLifetime", "refreshTokenLifetime"])
+            tokens.accessTokenLifetime = t.int("accessTokenLifetime", default: 3600, range: 30...86400)
+            tokens.refreshTokenLifetime = t.int("refreshTokenLifetime", default: tokens.refreshTokenLifetime, range: 60...(366 * 86400))
+        }
+        var sad = GatewayConfiguration.SADSettings()
+        if let s = root.map("sad") {
+            s.rejectUnknownKeys(["keyEnv", "keyFile", "maxLifetime"])
+            sad.keyEnvironment = s.string("keyEnv")
+            sad.keyFile = s.string("keyFile").map { resolve($0, base: base) }
+            sad.maxLifetime = s.int("maxLifetime", default: 3600, range: 10...86400)
+        }
+        let limits = root.map("limits")
+        limits?.rejectUnknownKeys(["maxBodyBytes", "maxHashesPerRequest"])
+        var upstreams = [UpstreamConfiguration]()
+        var seen = Set<String>()
+        for u in root.mapList("upstreams") {
+            guard let upstream = parseUpstream(u, base: base) else { continue }
+            if !seen.insert(upstream.name).inserted {
+                u.log.add("upstream '\(upstream.name)' is defined twice", at: u.node)
+            }
+            upstreams.append(upstream)
+        }
+        return GatewayConfiguration(
+            host: host, port: port,
+            publicURL: root.string("publicURL") ?? "http://\(host):\(port)",
+            tenantsDirectory: resolve(root.string("tenants") ?? "tenants", base: base),
+            policiesDirectory: resolve(root.string("policies") ?? "policies", base: base),
+            service: service, tokens: tokens, sad: sad,
+            maxBodyBytes: limits?.int("maxBodyBytes", default: 1 << 20, range: 1024...(64 << 20)) ?? (1 << 20),
+            maxHashesPerRequest: limits?.int("maxHashesPerRequest", default: 1000, range: 1...100_000) ?? 1000,
+            upstreams: upstreams)
+    }
+
+    static func parseUpstream(_ u: YAMLMap, base: URL) -> UpstreamConfiguration? {
+        u.rejectUnknownKeys(["name", "kind", "baseURL", "version", "auth", "timeout", "connectTimeout", "maxConnections",
+                             "credentialInfoTTL"])
+        guard let name = u.string("name", required: true) else { return nil }
+        let kind = u.string("kind") ?? "csc"
+        if kind != "csc" {
+            u.log.add("upstream '\(name)': kind '\(kind)' is not supported (supported: csc)", at: u["kind"])
+            return nil
+        }
+        guard let baseURL = u.string("baseURL", required: true) else { return nil }
+        if URL(string: baseURL)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
+            u.log.add("upstream '\(name)': baseURL must be an http or https URL", at: u["baseURL"])
+        }
+        let versionText = u.string("version") ?? "v1"
+        let version = CSCVersion(rawValue: versionText) ?? {
+            u.log.add("upstream '\(name)': version must be v1 or v2", at: u["version"])
+            return .v1
+        }()
+        var auth = UpstreamConfiguration.Authentication.none
+        if let a = u.map("auth") {
+            a.rejectUnknownKeys(["type", "username", "passwordEnv", "passwordFile", "tokenURL", "clientID",
+                                 "clientSecretEnv", "clientSecretFile"])
+            switch a.string("type") ?? "none" {
+            case "none": auth = .none
+            case "basic":
+                if let user = a.string("username", required: true), let secret = secretReference(a, "password", base: base) {
+                    auth = .basic(username: user, password: secret)
+                }
+            case "oauth2-client":
+                if let url = a.string("tokenURL", required: true), let id = a.string("clientID", required: true),
+                   let secret = secretReference(a, "clientSecret", base: base) {
+                    auth = .oauth2ClientCredentials(tokenURL: url, clientID: id, clientSecret: secret)
+                }
+            case let other:
+                a.log.add("upstream '\(name)': auth type '\(other)' is not one of none, basic, oauth2-client", at: a["type"])
+            }
+        }
+        var trimmed = baseURL
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        for suffix in ["/csc/v1", "/csc/v2"] where trimmed.hasSuffix(suffix) { trimmed.removeLast(suffix.count) }
+        return UpstreamConfiguration(
+            name: name, baseURL: trimmed, version: version, authentication: auth,
+            timeout: u.double("timeout", default: 10, range: 0.05...300),
+            connectTimeout: u.double("connectTimeout", default: 2, range: 0.05...60),
+            maxConnections: u.int("maxConnections", default: 16, range: 1...1024),
+            credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400))
+    }
+
+    /// Secrets are named by `<key>Env` or `<key>File`; a literal value is refused.
+    private static func secretReference(_ m: YAMLMap, _ key: String, base: URL) -> SecretReference? {
+        if let env = m.string(key + "Env") { return .environment(env) }
+        if let file = m.string(key + "File") { return .file(resolve(file, base: base)) }
+        m.log.add("'\(m.key(key + "Env"))' or '\(m.key(key + "File"))' is required (secrets are never written in YAML)", at: m.node)
+        return nil
+    }
+
+    static func parseTenant(_ text: String, fileStem: String, upstreams: Set<String>, log: IssueLog) -> TenantConfiguration? {
+        guard let root = YAMLMap.document(text, log: log) else { return nil }
+        root.rejectUnknownKeys(["tenant", "displayName", "clients", "credentials", "timestamp"])
+        let id = root.string("tenant") ?? fileStem
+        if id != fileStem {
+            log.add("tenant id '\(id)' must match the file name '\(fileStem)'", at: root["tenant"])
+        }
+        if !isIdentifier(id) {
+            log.add("tenant id '\(id)' may use only letters, digits, '.', '_' and '-'", at: root["tenant"] ?? root.node)
+        }
+        var clients = [ClientConfiguration]()
+        for c in root.mapList("clients") {
+            c.rejectUnknownKeys(["id", "name", "secretHash", "secret", "scopes"])
+            if c["secret"] != nil {
+                log.add("'\(c.key("secret"))': client secrets are never stored in clear; use 'cscgate secret hash' and put the result in secretHash", at: c["secret"])
+            }
+            guard let cid = c.string("id", required: true) else { continue }
+            guard let hashText = c.string("secretHash", required: true) else { continue }
+            guard let hash = SecretHash(encoded: hashText) else {
+                log.add("'\(c.key("secretHash"))' is not a hash made by 'cscgate secret hash'", at: c["secretHash"])
+                continue
+            }
+            var scopes = Set(c.stringList("scopes"))
+            if scopes.isEmpty { scopes = ["service"] }
+            for s in scopes.subtracting(knownScopes) {
+                log.add("'\(c.key("scopes"))': unknown scope '\(s)' (known: \(knownScopes.sorted().joined(separator: ", ")))", at: c["scopes"])
+            }
+            clients.append(ClientConfiguration(id: cid, name: c.string("name") ?? cid, secretHash: hash, scopes: scopes))
+        }
+        var credentials = [CredentialRoute]()
+        var seen = Set<String>()
+        for c in root.mapList("credentials") {
+            c.rejectUnknownKeys(["id", "upstream", "upstreamCredentialID", "description"])
+            guard let cid = c.string("id", required: true), let upstream = c.string("upstream", required: true),
+                  let upstreamID = c.string("upstreamCredentialID", required: true) else { continue }
+            if !upstreams.contains(upstream) {
+                log.add("credential '\(cid)': upstream '\(upstream)' is not defined in gateway.yaml", at: c["upstream"])
+            }
+            if !seen.insert(cid).inserted {
+                log.add("credential '\(cid)' is defined twice", at: c.node)
+            }
+            credentials.append(CredentialRoute(id: cid, upstream: upstream, upstreamCredentialID: upstreamID,
+                                               description: c.string("description")))
+        }
+        var timestampUpstream: String?
+        if let ts = root.map("timestamp") {
+            ts.rejectUnknownKeys(["upstream"])
+            timestampUpstream = ts.string("upstream", required: true)
+            if let t = timestampUpstream, !upstreams.contains(t) {
+                log.add("timestamp upstream '\(t)' is not defined in gateway.yaml", at: ts["upstream"])
+            }
+        }
+        return TenantConfiguration(id: id, displayName: root.string("displayName") ?? id, clients: clients,
+                                   credentials: credentials, timestampUpstream: timestampUpstream)
+    }
+
+    /// Client ids authenticate on their own (Basic, OAuth2), so they must be unique gateway-wide.
+    static func crossCheck(_ tenants: [TenantConfiguration], gatewayFile: String, tenantsDirectory: String) -> [ConfigurationIssue] {
+        var owner = [String: String]()
+        var issues = [ConfigurationIssue]()
+        for t in tenants {
+            for c in t.clients {
+                if let other = owner[c.id] {
+                    issues.append(ConfigurationIssue(file: "\(tenantsDirectory)/\(t.id).yaml", line: nil,
+                                                     message: "client id '\(c.id)' is already used by tenant '\(other)'"))
+                } else {
+                    owner[c.id] = t.id
+                }
+            }
+        }
+        return issues
+    }
+
+    /// Policies are not enforced yet; the files must still be valid YAML mappings.
+    static func checkPolicies(directory: String) -> [ConfigurationIssue] {
+        let fm = FileManager.default
+        let files = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+        var issues = [ConfigurationIssue]()
+        for name in files.sorted() {
+            let path = directory + "/" + name
+            let log = IssueLog(file: path)
+            _ = YAMLMap.document(fm.contents(atPath: path).flatMap { String(data: $0, encoding: .utf8) } ?? "", log: log)
+            issues += log.issues
+        }
+        return issues
+    }
+
+    static func isIdentifier(_ s: String) -> Bool {
+        !s.isEmpty && s.count <= 128 && s.unicodeScalars.allSatisfy {
+            CharacterSet.alphanumerics.contains($0) || $0 == "." || $0 == "_" || $0 == "-"
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import CSC
+import Foundation
+import Logging
+import Synchronization
+
+/// The gateway's CSC operations on the version-neutral model. The HTTP layer decodes, calls
+/// one of these with an authenticated `Caller`, and encodes; it holds no logic of its own.
+public final class Gateway: Sendable {
+    public let configuration: GatewayConfiguration
+    let directoryBox: Mutex<TenantDirectory>
+    let backends: [String: any SigningBackend]
+    public let tokens: TokenStore
+    let seal: SADSeal
+    let usage: SADUsage
+    let catalog: CredentialCatalog
+    let now: @Sendable () -> Date
+
+    public init(configuration: LoadedConfiguration, backends: [String: any SigningBackend], seal: SADSeal,
+                now: @escaping @Sendable () -> Date = Date.init) {
+        self.configuration = configuration.gateway
+        self.directoryBox = Mutex(TenantDirectory(configuration.tenants))
+        self.backends = backends
+        self.tokens = TokenStore(accessLifetime: configuration.gateway.tokens.accessTokenLifetime,
+                                 refreshLifetime: configuration.gateway.tokens.refreshTokenLifetime, now: now)
+        self.seal = seal
+        self.usage = SADUsage(now: now)
+        self.catalog = CredentialCatalog(ttlByUpstream: Dictionary(
+            configuration.gateway.upstreams.map { ($0.name, $0.credentialInfoTTL) }, uniquingKeysWith: { a, _ in a }))
+        self.now = now
+    }
+
+    public var directory: TenantDirectory { directoryBox.withLock { $0 } }
+
+    /// Swaps in a new set of tenants; requests in flight finish with the directory they started with.
+    public func replaceTenants(_ tenants: [TenantConfiguration]) {
+        let next = TenantDirectory(tenants)
+        directoryBox.withLock { $0 = next }
+    }
+
+    func backend(_ name: String) throws(CSCError) -> any SigningBackend {
+        guard let b = backends[name] else { throw .upstreamUnavailable(name, "not configured") }
+        return b
+    }
+
+    /// Resolves a tenant's credential to its route, backend and (cached) upstream description.
+    func resolve(_ caller: Caller, _ credentialID: String, _ context: OperationContext) async throws
+        -> (CredentialRoute, any SigningBackend, UpstreamCredential) {
+        let route = try directory.route(tenant: caller.tenantID, credentialID: credentialID)
+        let backend = try backend(route.upstream)
+        let credential = try await catalog.credential(route, backend: backend, context)
+        return (route, backend, credential)
+    }
+
+    var unixNow: Int { Int(now().timeIntervalSince1970) }
+}
+
+// MARK: - Authentication
+
+extension Gateway {
+    /// Checks a client id and secret. The same error for an unknown client and a wrong secret,
+    /// so the answer does not reveal which client ids exist.
+    public func authenticateClient(id: String, secret: String, failure: CSCError) throws(CSCError) -> TenantDirectory.ClientEntry {
+        guard let entry = directory.client(id) else {
+            // Spend about the same time as a real check.
+            _ = Self.decoyHash.verify(secret)
+            throw failure
+        }
+        guard entry.client.secretHash.verify(secret) else { throw failure }
+        return entry
+    }
+
+    private static let decoyHash: SecretHash = {
+        (try? SecretHash.make(secret: "decoy")) ?? SecretHash(encoded: "$scrypt$ln=14,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")!
+    }()
+
+    /// `auth/login`: Basic client credentials, or a refresh token in the body.
+    public func login(_ request: LoginRequest, basic: (id: String, secret: String)?) async throws -> TokenResult {
+        if let refresh = request.refreshToken {
+            guard basic == nil else {
+                throw CSCError.invalidRequest("Send either an Authorization header or refresh_token, not both")
+            }
+            do { return try await tokens.refresh(refresh) } catch {
+                throw CSCError.authenticationError("The refresh token is not valid")
+            }
+        }
+        guard let basic else {
+            throw CSCError(status: 401, error: "invalid_request", description: "Missing HTTP Basic authorization",
+                           headers: ["WWW-Authenticate": "Basic realm=\"cscgate\""])
+        }
+        let entry = try authenticateClient(id: basic.id, secret: basic.secret, failure: .authenticationError())
+        return await tokens.issue(tenantID: entry.tenantID, clientID: entry.client.id, scopes: entry.client.scopes,
+                                  withRefreshToken: request.rememberMe)
+    }
+
+    /// `oauth2/token` grants; the client is already authenticated by the caller of this method.
+    public func token(grantType: String, client: TenantDirectory.ClientEntry, refreshToken: String?) async throws -> TokenResult {
+        switch grantType {
+        case "client_credentials":
+            return await tokens.issue(tenantID: client.tenantID, clientID: client.client.id, scopes: client.client.scopes,
+                                      withRefreshToken: false)
+        case "refresh_token":
+            guard let refreshToken, !refreshToken.isEmpty else {
+                throw CSCError.invalidRequest("Missing parameter refresh_token")
+            }
+            return try await tokens.refresh(refreshToken, clientID: client.client.id)
+        case "authorization_code":
+            throw CSCError.unsupportedGrantType("grant_type authorization_code is not offered; use client_credentials")
+        default:
+            throw CSCError.unsupportedGrantType("Unsupported grant_type '\(grantType.prefix(40))'")
+        }
+    }
+
+    public func authenticate(accessToken: String) async throws(CSCError) -> Caller {
+        let caller = try await tokens.authenticate(accessToken: accessToken)
+        // A client removed from configuration loses access at once, whatever tokens it holds.
+        guard directory.client(caller.clientID)?.tenantID == caller.tenantID else { throw .invalidToken() }
+        return caller
+    }
+
+    public func revoke(_ request: RevokeRequest, by clientID: String) async {
+        await tokens.revoke(request.token, clientID: clientID)
+    }
+}
