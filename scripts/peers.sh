@@ -76,11 +76,21 @@ alive() { kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/
 
 port_in_use() { curl -s -m 1 -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null; }
 
+# stop_started NAME...: undo a failed start (only what this invocation started)
+stop_started() {
+    local name pid
+    for name in "$@"; do
+        pid="$(peer_pid "$name")" && { kill "$pid" 2>/dev/null || true; }
+        rm -f "$RUN/$name.pid"
+    done
+}
+
 cmd_start() {
     bash "$ROOT/scripts/setup-python.sh" >&2
     bash "$ROOT/scripts/make-pki.sh" >&2
     mkdir -p "$RUN"
     local name started=()
+    # (with set -u, "${started[@]}" on an empty array is fine in bash >= 4.4)
     for name in "${PEERS[@]}"; do
         if peer_pid "$name" >/dev/null; then
             echo "peers: $name already running (pid $(peer_pid "$name"))"
@@ -88,6 +98,7 @@ cmd_start() {
         fi
         if port_in_use "$(peer_port "$name")"; then
             echo "peers: port $(peer_port "$name") for $name is taken by another process" >&2
+            stop_started "${started[@]}"
             exit 1
         fi
         local -a cmd; mapfile -t cmd < <(peer_cmd "$name")
@@ -103,6 +114,7 @@ cmd_start() {
             if ! peer_pid "$name" >/dev/null; then
                 echo "peers: $name died during start; last log lines ($RUN/$name.log):" >&2
                 tail -n 20 "$RUN/$name.log" >&2
+                stop_started "${started[@]}"
                 exit 1
             fi
             peer_ok "$name" || pending+=("$name")
@@ -111,6 +123,7 @@ cmd_start() {
         if ((SECONDS >= deadline)); then
             echo "peers: timed out after ${TIMEOUT}s waiting for: ${pending[*]}" >&2
             for name in "${pending[@]}"; do tail -n 20 "$RUN/$name.log" >&2; done
+            stop_started "${started[@]}"
             exit 1
         fi
         sleep 0.2
