@@ -1,1 +1,115 @@
-@main struct Main { static func main() {} }
+import ArgumentParser
+import CSC
+import Foundation
+import GatewayCore
+import GatewayServer
+import Hummingbird
+import Logging
+import Upstreams
+
+@main
+struct CSCGate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cscgate",
+        abstract: "A multi-tenant CSC remote-signing gateway.",
+        subcommands: [Serve.self, Check.self, Secret.self])
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Path to gateway.yaml.")
+    var config: String = "gateway.yaml"
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway.")
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = ProcessInfo.processInfo.environment["CSCGATE_LOG_LEVEL"] ?? "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "cscgate")
+        let loaded: LoadedConfiguration
+        do {
+            loaded = try ConfigurationLoader.load(gatewayFile: options.config)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("configuration is invalid:\n\(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let seal = try sadSeal(loaded.gateway.sad, logger: logger)
+        let upstreams = loaded.gateway.upstreams.map(CSCUpstream.init)
+        let gateway = Gateway(configuration: loaded, backends: Dictionary(
+            upstreams.map { ($0.name, $0 as any SigningBackend) }, uniquingKeysWith: { a, _ in a }), seal: seal)
+        logger.info("starting", metadata: [
+            "address": .string("\(loaded.gateway.host):\(loaded.gateway.port)"),
+            "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(upstreams.count),
+        ])
+        let app = GatewayApplication.make(gateway: gateway, logger: logger)
+        do {
+            try await app.runService()
+        } catch {
+            for u in upstreams { await u.shutdown() }
+            throw error
+        }
+        for u in upstreams { await u.shutdown() }
+    }
+
+    /// Without a configured key, SADs are sealed with a key that dies with the process.
+    func sadSeal(_ settings: GatewayConfiguration.SADSettings, logger: Logger) throws -> SADSeal {
+        var text: String?
+        if let env = settings.keyEnvironment { text = try SecretReference.environment(env).resolve() }
+        if let file = settings.keyFile { text = try SecretReference.file(file).resolve() }
+        guard let text else {
+            logger.warning("no SAD key configured (sad.keyEnv or sad.keyFile): SADs will not survive a restart")
+            return .randomKey()
+        }
+        guard let seal = SADSeal(base64Key: text) else {
+            FileHandle.standardError.write(Data("the SAD key must be 32 bytes, base64-encoded\n".utf8))
+            throw ExitCode(2)
+        }
+        return seal
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate gateway.yaml, tenants/ and policies/; print every problem with file and line.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() throws {
+        do {
+            let loaded = try ConfigurationLoader.load(gatewayFile: options.config)
+            let credentials = loaded.tenants.reduce(0) { $0 + $1.credentials.count }
+            print("ok: \(loaded.gateway.upstreams.count) upstreams, \(loaded.tenants.count) tenants, \(credentials) credentials")
+        } catch let error as ConfigurationError {
+            for issue in error.issues { print(issue) }
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Secret: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Client secrets.", subcommands: [Hash.self])
+
+    struct Hash: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read a client secret on standard input and print its stored form for a tenant file.")
+
+        func run() throws {
+            // Read from stdin, not argv: arguments show up in process lists and shell history.
+            let data = FileHandle.standardInput.readDataToEndOfFile()
+            guard var secret = String(data: data, encoding: .utf8) else { throw ValidationError("the secret is not UTF-8") }
+            while secret.hasSuffix("\n") || secret.hasSuffix("\r") { secret.removeLast() }
+            guard secret.count >= 16 else { throw ValidationError("a client secret must have at least 16 characters") }
+            print(try SecretHash.make(secret: secret).encoded)
+        }
+    }
+}

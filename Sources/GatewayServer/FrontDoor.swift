@@ -1,0 +1,142 @@
+import CSC
+import Foundation
+import GatewayCore
+import Logging
+
+/// An HTTP answer before it meets the server framework.
+public struct FrontDoorResponse: Sendable {
+    public var status: Int
+    public var body: Data?
+    public var headers: [String: String]
+
+    init(status: Int = 200, json: JSONObject? = nil, headers: [String: String] = [:]) {
+        self.status = status
+        self.body = json?.serialized()
+        self.headers = headers
+    }
+
+    init(_ error: CSCError) {
+        self.status = error.status
+        self.body = error.body.serialized()
+        self.headers = error.headers
+    }
+}
+
+/// The CSC front door: decode in the client's version, authenticate, call the gateway, encode.
+/// It holds no signing logic; every decision lives in `Gateway`.
+public struct FrontDoor: Sendable {
+    let gateway: Gateway
+
+    public init(gateway: Gateway) { self.gateway = gateway }
+
+    /// Methods a CSC client may name that cscgate deliberately does not offer (yet): 501, not 404.
+    static let notOffered: Set<String> = [
+        "credentials/authorizeCheck", "signatures/signDoc", "signatures/signPolling", "oauth2/authorize",
+        "oauth2/pushed_authorize",
+    ]
+
+    public func handle(version: CSCVersion, path: String, authorization: String?, body: Data,
+                       context: OperationContext) async -> FrontDoorResponse {
+        do {
+            return try await dispatch(version: version, path: path, authorization: authorization, body: body, context: context)
+        } catch let error as CSCError {
+            return FrontDoorResponse(error)
+        } catch {
+            context.logger.error("unexpected failure", metadata: ["error_type": .string(String(describing: type(of: error)))])
+            return FrontDoorResponse(.serverError(requestID: context.requestID))
+        }
+    }
+
+    private func dispatch(version: CSCVersion, path: String, authorization: String?, body: Data,
+                          context: OperationContext) async throws -> FrontDoorResponse {
+        let codec = CSCCodec.of(version)
+        guard let method = CSCMethod(rawValue: path), codec.methodNames([method]).first == path else {
+            if Self.notOffered.contains(path) { throw CSCError.notImplemented("\(path) is not offered by this gateway") }
+            if path == "credentials/getChallenge" || path == "credentials/sendOTP" {
+                throw CSCError.invalidRequest("\(path) is not part of CSC \(version.rawValue); use \(codec.challengeMethod.rawValue)")
+            }
+            throw CSCError.unknownMethod(path)
+        }
+        let object = try JSONObject(parsing: body)
+
+        switch method {
+        case .info:
+            // info needs no token; with one, it describes what that tenant can use.
+            var caller: Caller?
+            if let token = try? bearer(authorization) { caller = try? await gateway.authenticate(accessToken: token) }
+            _ = try codec.decodeInfoRequest(object)
+            return ok(codec.encode(await gateway.info(for: caller, context)))
+        case .authLogin:
+            let request = try codec.decodeLoginRequest(object)
+            let result = try await gateway.login(request, basic: try basicCredentials(authorization))
+            return ok(codec.encode(result))
+        default:
+            break
+        }
+
+        let caller = try await authenticate(authorization)
+        var logger = context.logger
+        logger[metadataKey: "tenant"] = .string(caller.tenantID)
+        logger[metadataKey: "client"] = .string(caller.clientID)
+        let context = OperationContext(requestID: context.requestID, logger: logger)
+
+        switch method {
+        case .authRevoke:
+            await gateway.revoke(try codec.decodeRevokeRequest(object), by: caller.clientID)
+            return FrontDoorResponse(status: 204)
+        case .credentialsList:
+            return ok(codec.encode(try await gateway.listCredentials(caller, codec.decodeListRequest(object), context)))
+        case .credentialsInfo:
+            return ok(codec.encode(try await gateway.credentialInfo(caller, codec.decodeCredentialInfoRequest(object), context)))
+        case .credentialsAuthorize:
+            return ok(codec.encode(try await gateway.authorize(caller, codec.decodeAuthorizeRequest(object), context)))
+        case .credentialsExtendTransaction:
+            return ok(codec.encode(try await gateway.extendTransaction(caller, codec.decodeExtendRequest(object), context)))
+        case .credentialsSendOTP, .credentialsGetChallenge:
+            let result = try await gateway.sendChallenge(caller, codec.decodeChallengeRequest(object), context)
+            guard let challenge = result.challenge, version == .v2 else { return FrontDoorResponse(status: 204) }
+            return ok(JSONObject(["challenge": .string(challenge)]))
+        case .signaturesSignHash:
+            return ok(codec.encode(try await gateway.signHash(caller, codec.decodeSignHashRequest(object), context)))
+        case .signaturesTimestamp:
+            return ok(codec.encode(try await gateway.timestamp(caller, codec.decodeTimestampRequest(object), context)))
+        case .info, .authLogin, .credentialsAuthorizeCheck, .signaturesSignDoc, .signaturesSignPolling:
+            throw CSCError.notImplemented("\(path) is not offered by this gateway")
+        }
+    }
+
+    private func ok(_ o: JSONObject) -> FrontDoorResponse { FrontDoorResponse(json: o) }
+
+    func authenticate(_ authorization: String?) async throws -> Caller {
+        guard let token = try bearer(authorization) else {
+            throw CSCError(status: 401, error: "invalid_token", description: "Missing access token: send Authorization: Bearer <token>",
+                           headers: ["WWW-Authenticate": "Bearer"])
+        }
+        let caller = try await gateway.authenticate(accessToken: token)
+        guard caller.scopes.contains("service") else { throw CSCError.insufficientScope("The token lacks scope 'service'") }
+        return caller
+    }
+
+    /// The CSC tables say a header not shaped like `Bearer <token>` is 400, a bad token 401.
+    func bearer(_ authorization: String?) throws -> String? {
+        guard let authorization else { return nil }
+        let parts = authorization.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty else {
+            throw CSCError.invalidRequest("Malformed Authorization header: expected 'Bearer <token>'")
+        }
+        return String(parts[1]).trimmingCharacters(in: .whitespaces)
+    }
+
+    func basicCredentials(_ authorization: String?) throws -> (id: String, secret: String)? {
+        guard let authorization else { return nil }
+        let parts = authorization.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "basic", let decoded = Data(base64Encoded: String(parts[1])),
+              let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
+            throw CSCError(status: 401, error: "invalid_request", description: "Malformed Authorization header: expected 'Basic <base64(id:secret)>'",
+                           headers: ["WWW-Authenticate": "Basic realm=\"cscgate\""])
+        }
+        // RFC 6749 §2.3.1: OAuth clients percent-encode id and secret inside Basic.
+        let id = String(text[..<colon]), secret = String(text[text.index(after: colon)...])
+        return (id.removingPercentEncoding ?? id, secret.removingPercentEncoding ?? secret)
+    }
+}

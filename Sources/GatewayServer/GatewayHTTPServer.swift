@@ -1,0 +1,101 @@
+import CSC
+import Foundation
+import GatewayCore
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Routes HTTP requests to the front door. A plain responder instead of a router: the CSC
+/// surface is a fixed set of POST paths, and every unknown one must still answer in CSC JSON.
+public struct GatewayResponder: HTTPResponder {
+    public typealias Context = BasicRequestContext
+
+    let frontDoor: FrontDoor
+    let maxBodyBytes: Int
+    let logger: Logger
+
+    public init(gateway: Gateway, logger: Logger) {
+        self.frontDoor = FrontDoor(gateway: gateway)
+        self.maxBodyBytes = gateway.configuration.maxBodyBytes
+        self.logger = logger
+    }
+
+    public func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+        let started = ContinuousClock.now
+        let requestID = Self.requestID(request.headers[.init("X-Request-ID")!])
+        let operation = OperationContext(requestID: requestID, logger: logger)
+        var request = request
+        let path = request.uri.path
+        var answer: FrontDoorResponse
+
+        if path == "/health" && (request.method == .get || request.method == .head) {
+            answer = FrontDoorResponse(json: JSONObject(["status": .string("ok")]))
+        } else if request.method != .post {
+            answer = FrontDoorResponse(CSCError(status: 405, error: "invalid_request",
+                                                description: "CSC methods are called with POST", headers: ["Allow": "POST"]))
+        } else {
+            do {
+                let buffer = try await request.collectBody(upTo: maxBodyBytes)
+                let body = Data(buffer.readableBytesView)
+                let authorization = request.headers[.authorization]
+                answer = await route(path, authorization: authorization, body: body, context: operation)
+            } catch {
+                answer = FrontDoorResponse(.bodyTooLarge(limit: maxBodyBytes))
+            }
+        }
+
+        let elapsed = ContinuousClock.now - started
+        let ms = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
+        operation.logger.log(level: answer.status >= 500 ? .warning : .info, "request", metadata: [
+            "path": .string(path.prefix(80).description), "status": .stringConvertible(answer.status),
+            "ms": .string(String(format: "%.2f", ms)),
+        ])
+
+        var headers: HTTPFields = [.contentType: "application/json", .init("X-Request-ID")!: requestID]
+        for (name, value) in answer.headers { if let field = HTTPField.Name(name) { headers[field] = value } }
+        let body = answer.body.map { ResponseBody(byteBuffer: ByteBuffer(bytes: $0)) } ?? ResponseBody()
+        if answer.body == nil { headers[.contentType] = nil }
+        return Response(status: .init(code: answer.status), headers: headers, body: body)
+    }
+
+    private func route(_ path: String, authorization: String?, body: Data, context: OperationContext) async -> FrontDoorResponse {
+        for version in CSCVersion.allCases {
+            let prefix = "/csc/\(version.rawValue)/"
+            if path.hasPrefix(prefix) {
+                let method = String(path.dropFirst(prefix.count))
+                if method.hasPrefix("oauth2/") {
+                    return await frontDoor.handleOAuth(path: String(method.dropFirst(7)), authorization: authorization,
+                                                       body: body, context: context)
+                }
+                return await frontDoor.handle(version: version, path: method, authorization: authorization, body: body,
+                                              context: context)
+            }
+        }
+        if path.hasPrefix("/oauth2/") {
+            return await frontDoor.handleOAuth(path: String(path.dropFirst(8)), authorization: authorization, body: body,
+                                               context: context)
+        }
+        return FrontDoorResponse(.unknownMethod(String(path.prefix(120))))
+    }
+
+    /// A client's request id is kept if it is short and plain, so it can be quoted in support tickets.
+    static func requestID(_ offered: String?) -> String {
+        if let offered, (1...64).contains(offered.count),
+           offered.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) {
+            return offered
+        }
+        return UUID().uuidString.lowercased()
+    }
+}
+
+/// Builds the Hummingbird application around a gateway.
+public enum GatewayApplication {
+    public static func make(gateway: Gateway, logger: Logger) -> some ApplicationProtocol {
+        let config = gateway.configuration
+        return Application(
+            responder: GatewayResponder(gateway: gateway, logger: logger),
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: "cscgate"),
+            logger: logger)
+    }
+}
