@@ -99,6 +99,8 @@ public struct TenantConfiguration: Sendable {
     public var credentials: [CredentialRoute]
     /// The upstream that serves `signatures/timestamp` for this tenant, if any.
     public var timestampUpstream: String?
+    /// Sent as `clientData` on timestamp calls: some RSSPs use it to pick the TSA.
+    public var timestampClientData: String?
 }
 
 public struct ClientConfiguration: Sendable {

@@ -201,16 +201,18 @@ public enum ConfigurationLoader {
             credentials.append(CredentialRoute(id: cid, upstream: upstream, upstreamCredentialID: upstreamID,
                                                description: c.string("description")))
         }
-        var timestampUpstream: String?
+        var timestampUpstream: String?, timestampClientData: String?
         if let ts = root.map("timestamp") {
-            ts.rejectUnknownKeys(["upstream"])
+            ts.rejectUnknownKeys(["upstream", "clientData"])
+            timestampClientData = ts.string("clientData")
             timestampUpstream = ts.string("upstream", required: true)
             if let t = timestampUpstream, !upstreams.contains(t) {
                 log.add("timestamp upstream '\(t)' is not defined in gateway.yaml", at: ts["upstream"])
             }
         }
         return TenantConfiguration(id: id, displayName: root.string("displayName") ?? id, clients: clients,
-                                   credentials: credentials, timestampUpstream: timestampUpstream)
+                                   credentials: credentials, timestampUpstream: timestampUpstream,
+                                   timestampClientData: timestampClientData)
     }
 
     /// Client ids authenticate on their own (Basic, OAuth2), so they must be unique gateway-wide.

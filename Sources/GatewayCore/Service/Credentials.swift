@@ -250,12 +250,14 @@ extension Gateway {
     }
 
     public func timestamp(_ caller: Caller, _ request: TimestampRequest, _ context: OperationContext) async throws -> TimestampResult {
-        guard let name = directory.tenants[caller.tenantID]?.timestampUpstream else {
+        guard let tenant = directory.tenants[caller.tenantID], let name = tenant.timestampUpstream else {
             throw CSCError.notImplemented("signatures/timestamp is not configured for this tenant")
         }
         let algorithm = try HashAlgorithm.parse(request.hashAlgorithm, field: "hashAlgo")
         guard request.hash.count == algorithm.digestLength else { throw CSCError.invalidRequest("Invalid digest value length") }
-        return try await backend(name).timestamp(request, context)
+        var upstreamRequest = request
+        if let selector = tenant.timestampClientData { upstreamRequest.clientData = selector }
+        return try await backend(name).timestamp(upstreamRequest, context)
     }
 }
 
