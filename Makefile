@@ -1,0 +1,66 @@
+# cscgate — the two commands that matter: `make demo` and `make test`.
+# Everything else here is a step of those two.
+
+SHELL := /bin/bash
+SWIFT ?= swift
+VENV := .venv
+PYTEST := $(VENV)/bin/pytest
+BIN := .build/debug/cscgate
+CONFIG ?= gateway.yaml
+
+# Debian packages the project needs beyond the Swift toolchain: openssl (demo PKI keys),
+# curl (demo), wrk (benchmarks), python3-venv where the interpreter lacks venv.
+APT_PACKAGES := openssl curl wrk
+
+.PHONY: all build test unit-test e2e-test demo deps venv peers peers-stop bench check clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv:
+	bash scripts/setup-python.sh
+
+build:
+	$(SWIFT) build
+
+check: build
+	$(BIN) check --config $(CONFIG)
+
+peers: venv
+	bash scripts/peers.sh start
+
+peers-stop:
+	bash scripts/peers.sh stop
+
+.run/sad.key:
+	@mkdir -p .run && umask 077 && head -c 32 /dev/urandom | base64 > .run/sad.key
+
+# Sets everything up on a fresh machine and runs the gateway in the foreground with the demo
+# tenant (tenants/demo.yaml) in front of two demo vendors. README "Quick start" shows the calls.
+demo: deps venv build peers .run/sad.key
+	$(BIN) check --config $(CONFIG)
+	@echo "cscgate demo: http://127.0.0.1:8088  (client demo-app / demo-client-secret-0001); Ctrl-C stops it"
+	$(BIN) serve --config $(CONFIG)
+
+# Unit tests (Swift Testing), then the end-to-end tests against the real peers and pyHanko.
+test: deps venv
+	$(SWIFT) build --build-tests
+	$(MAKE) unit-test e2e-test
+
+unit-test:
+	$(SWIFT) test --skip-build
+
+e2e-test:
+	CSCGATE_BIN=$(BIN) $(PYTEST) -q tests/e2e
+
+bench: deps venv peers
+	bash benchmarks/signhash.sh
+
+clean: peers-stop
+	rm -rf .run
