@@ -11,13 +11,18 @@ CONFIG ?= gateway.yaml
 # Debian packages the project needs beyond the Swift toolchain: openssl (demo PKI keys),
 # curl (demo), wrk (benchmarks), python3-venv where the interpreter lacks venv.
 APT_PACKAGES := openssl curl wrk
+# Packages found by a file rather than a command of the same name (package:file): SoftHSM2 (the
+# demo and test HSM), OpenSC (pkcs11-tool, to inspect tokens), the PKCS#11 header.
+APT_FILES := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool \
+	libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h
 
-.PHONY: all build test unit-test e2e-test demo deps venv peers peers-stop bench check clean
+.PHONY: all build test unit-test e2e-test demo hsm-demo deps venv peers peers-stop bench check clean
 
 all: build
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for pf in $(APT_FILES); do [ -e "$${pf#*:}" ] || missing="$$missing $${pf%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -43,10 +48,15 @@ peers-stop:
 
 # Sets everything up on a fresh machine and runs the gateway in the foreground with the demo
 # tenant (tenants/demo.yaml) in front of two demo vendors. README "Quick start" shows the calls.
-demo: deps venv build peers .run/sad.key
+# The demo HSM: a SoftHSM2 token in .run/softhsm with an EC and an RSA key whose certificates
+# come from a demo CA in .run/pki/demo-ca (idempotent).
+hsm-demo: deps build
+	bash scripts/softhsm-setup.sh
+
+demo: deps venv build peers .run/sad.key hsm-demo
 	$(BIN) check --config $(CONFIG)
 	@echo "cscgate demo: http://127.0.0.1:8088  (client demo-app / demo-client-secret-0001); Ctrl-C stops it"
-	$(BIN) serve --config $(CONFIG)
+	SOFTHSM2_CONF=$(CURDIR)/.run/softhsm/softhsm2.conf $(BIN) serve --config $(CONFIG)
 
 # Unit tests (Swift Testing), then the end-to-end tests against the real peers and pyHanko.
 test: deps venv

@@ -16,6 +16,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // Wire types of CSC v1 and v2, the version-neutral model and the codecs between them.
@@ -31,11 +33,17 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        // Signing backends: remote CSC RSSPs over HTTP.
+        // The PKCS#11 C header (p11-kit's pkcs11.h); modules themselves are dlopen'ed by path.
+        .systemLibrary(name: "CPKCS11", pkgConfig: "p11-kit-1", providers: [.apt(["libp11-kit-dev"])]),
+        // Signing backends: remote CSC RSSPs over HTTP, and local HSMs over PKCS#11.
         .target(
             name: "Upstreams",
             dependencies: [
-                "GatewayCore", "CSC",
+                "GatewayCore", "CSC", "CPKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -12,7 +12,7 @@ struct CSCGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cscgate",
         abstract: "A multi-tenant CSC remote-signing gateway.",
-        subcommands: [Serve.self, Check.self, Secret.self])
+        subcommands: [Serve.self, Check.self, Secret.self, Keys.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -44,12 +44,25 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let seal = try sadSeal(loaded.gateway.sad, logger: logger)
-        let upstreams = loaded.gateway.upstreams.map(CSCUpstream.init)
-        let gateway = Gateway(configuration: loaded, backends: Dictionary(
-            upstreams.map { ($0.name, $0 as any SigningBackend) }, uniquingKeysWith: { a, _ in a }), seal: seal)
+        let upstreams = loaded.gateway.upstreams.filter { !$0.isPKCS11 }.map(CSCUpstream.init)
+        // Local HSMs: the module is loaded and the token found now, so a wrong path, label or
+        // PIN stops the gateway at start rather than at the first signature.
+        var hsms = [PKCS11Backend]()
+        for u in loaded.gateway.upstreams {
+            guard let settings = u.pkcs11 else { continue }
+            do {
+                hsms.append(try PKCS11Backend(name: u.name, settings: settings))
+            } catch {
+                FileHandle.standardError.write(Data("upstream '\(u.name)': cannot open the PKCS#11 token: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        defer { for h in hsms { h.shutdown() } }
+        let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
+        let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal)
         logger.info("starting", metadata: [
             "address": .string("\(loaded.gateway.host):\(loaded.gateway.port)"),
-            "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(upstreams.count),
+            "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(backends.count),
         ])
         let app = GatewayApplication.make(gateway: gateway, logger: logger)
         do {

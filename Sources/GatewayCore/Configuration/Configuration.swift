@@ -58,6 +58,73 @@ public struct UpstreamConfiguration: Sendable {
     public var maxConnections: Int
     /// How long credential descriptions fetched from the upstream are reused.
     public var credentialInfoTTL: Double
+    /// Set for `kind: pkcs11`: the keys live in a local HSM and the gateway is the RSSP
+    /// (`baseURL` and the HTTP settings are then unused).
+    public var pkcs11: PKCS11Settings? = nil
+
+    public var isPKCS11: Bool { pkcs11 != nil }
+}
+
+/// `kind: pkcs11`: a PKCS#11 module loaded by path, one token on it, and the credentials whose
+/// keys are on that token, with how each is authorized.
+public struct PKCS11Settings: Sendable {
+    public var modulePath: String
+    /// The token is found by label (slot numbers change, e.g. SoftHSM renumbers them), or by slot.
+    public var tokenLabel: String?
+    public var slot: Int?
+    /// The token's user PIN, from the environment or a file; never from the YAML.
+    public var pin: SecretReference
+    /// Logged-in sessions kept open; bounds concurrency into the HSM.
+    public var sessions: Int
+    /// Lifetime of the SADs this backend issues (the gateway caps it with `sad.maxLifetime`).
+    public var sadLifetime: Int
+    public var credentials: [LocalCredentialSettings]
+
+    public init(modulePath: String, tokenLabel: String?, slot: Int?, pin: SecretReference, sessions: Int = 4,
+                sadLifetime: Int = 3600, credentials: [LocalCredentialSettings]) {
+        self.modulePath = modulePath; self.tokenLabel = tokenLabel; self.slot = slot; self.pin = pin
+        self.sessions = sessions; self.sadLifetime = sadLifetime; self.credentials = credentials
+    }
+}
+
+/// One key on a PKCS#11 token as a CSC credential: its label on the token and how a signer
+/// authorizes its use.
+public struct LocalCredentialSettings: Sendable {
+    public var label: String
+    public var authMode: AuthMode
+    /// `explicit` with a PIN: its scrypt hash (`cscgate keys pin-hash`), never the PIN.
+    public var pinHash: SecretHash?
+    /// `N` (digits) or `A` (any characters), as `credentials/info` tells clients.
+    public var pinFormat: String
+    public var maxPinFailures: Int
+    public var otp: OTPSettings?
+    public var scal: SCAL
+    public var multisign: Int
+    public var signatureQualifier: String?
+    public var description: String?
+
+    public init(label: String, authMode: AuthMode, pinHash: SecretHash? = nil, pinFormat: String = "N", maxPinFailures: Int = 3,
+                otp: OTPSettings? = nil, scal: SCAL = .one, multisign: Int = 1, signatureQualifier: String? = nil,
+                description: String? = nil) {
+        self.label = label; self.authMode = authMode; self.pinHash = pinHash; self.pinFormat = pinFormat
+        self.maxPinFailures = maxPinFailures; self.otp = otp; self.scal = scal; self.multisign = multisign
+        self.signatureQualifier = signatureQualifier; self.description = description
+    }
+}
+
+/// An offline TOTP factor (RFC 6238): the shared secret (base32) from the environment or a file.
+public struct OTPSettings: Sendable {
+    public enum Algorithm: String, Sendable { case sha1 = "SHA1", sha256 = "SHA256", sha512 = "SHA512" }
+    public var secret: SecretReference
+    public var digits: Int
+    public var period: Int
+    public var algorithm: Algorithm
+    public var maxFailures: Int
+
+    public init(secret: SecretReference, digits: Int = 6, period: Int = 30, algorithm: Algorithm = .sha1, maxFailures: Int = 5) {
+        self.secret = secret; self.digits = digits; self.period = period; self.algorithm = algorithm
+        self.maxFailures = maxFailures
+    }
 }
 
 /// A secret named in configuration but kept out of it.

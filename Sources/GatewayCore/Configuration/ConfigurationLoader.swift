@@ -102,12 +102,13 @@ public enum ConfigurationLoader {
     }
 
     static func parseUpstream(_ u: YAMLMap, base: URL) -> UpstreamConfiguration? {
+        let kind = u.string("kind") ?? "csc"
+        if kind == "pkcs11" { return parsePKCS11Upstream(u, base: base) }
         u.rejectUnknownKeys(["name", "kind", "baseURL", "version", "auth", "timeout", "connectTimeout", "maxConnections",
                              "credentialInfoTTL"])
         guard let name = u.string("name", required: true) else { return nil }
-        let kind = u.string("kind") ?? "csc"
         if kind != "csc" {
-            u.log.add("upstream '\(name)': kind '\(kind)' is not supported (supported: csc)", at: u["kind"])
+            u.log.add("upstream '\(name)': kind '\(kind)' is not supported (supported: csc, pkcs11)", at: u["kind"])
             return nil
         }
         guard let baseURL = u.string("baseURL", required: true) else { return nil }
@@ -147,6 +148,95 @@ public enum ConfigurationLoader {
             connectTimeout: u.double("connectTimeout", default: 2, range: 0.05...60),
             maxConnections: u.int("maxConnections", default: 16, range: 1...1024),
             credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400))
+    }
+
+    /// `kind: pkcs11`: module, token (label or slot), PIN reference, pool size, and the
+    /// credentials on the token with how each is authorized.
+    static func parsePKCS11Upstream(_ u: YAMLMap, base: URL) -> UpstreamConfiguration? {
+        u.rejectUnknownKeys(["name", "kind", "module", "tokenLabel", "slot", "pinEnv", "pinFile", "sessions", "sadLifetime",
+                             "credentialInfoTTL", "credentials"])
+        guard let name = u.string("name", required: true) else { return nil }
+        let module = u.string("module", required: true).map { resolve($0, base: base) }
+        if let module, !FileManager.default.fileExists(atPath: module) {
+            u.log.add("upstream '\(name)': PKCS#11 module \(module) does not exist", at: u["module"])
+        }
+        let tokenLabel = u.string("tokenLabel")
+        let slot = u["slot"] == nil ? nil : u.int("slot", default: 0, range: 0...Int(Int32.max))
+        if tokenLabel == nil && slot == nil {
+            u.log.add("upstream '\(name)': 'tokenLabel' (preferred) or 'slot' is required", at: u.node)
+        }
+        if u["pin"] != nil {
+            u.log.add("upstream '\(name)': the token PIN is never written in YAML; use pinEnv or pinFile", at: u["pin"])
+        }
+        let pin = secretReference(u, "pin", base: base)
+        var credentials = [LocalCredentialSettings]()
+        var labels = Set<String>()
+        for c in u.mapList("credentials") {
+            guard let credential = parseLocalCredential(c, upstream: name, base: base) else { continue }
+            if !labels.insert(credential.label).inserted {
+                c.log.add("upstream '\(name)': credential '\(credential.label)' is defined twice", at: c.node)
+            }
+            credentials.append(credential)
+        }
+        guard let module, let pin else { return nil }
+        let settings = PKCS11Settings(
+            modulePath: module, tokenLabel: tokenLabel, slot: slot, pin: pin,
+            sessions: u.int("sessions", default: 4, range: 1...256),
+            sadLifetime: u.int("sadLifetime", default: 3600, range: 10...86400), credentials: credentials)
+        return UpstreamConfiguration(
+            name: name, baseURL: "", version: .v1, authentication: .none, timeout: 30, connectTimeout: 2, maxConnections: 1,
+            credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400), pkcs11: settings)
+    }
+
+    static func parseLocalCredential(_ c: YAMLMap, upstream: String, base: URL) -> LocalCredentialSettings? {
+        c.rejectUnknownKeys(["label", "authMode", "pin", "pinHash", "pinFormat", "maxPinFailures", "otp", "scal", "multisign",
+                             "signatureQualifier", "description"])
+        guard let label = c.string("label", required: true) else { return nil }
+        let what = "upstream '\(upstream)', credential '\(label)'"
+        if c["pin"] != nil {
+            c.log.add("\(what): a PIN is never stored in clear; put the output of 'cscgate keys pin-hash' in pinHash", at: c["pin"])
+        }
+        let modeText = c.string("authMode") ?? "explicit"
+        var mode = AuthMode.explicit
+        switch modeText {
+        case "implicit": mode = .implicit
+        case "explicit": mode = .explicit
+        default: c.log.add("\(what): authMode must be implicit or explicit", at: c["authMode"])
+        }
+        var pinHash: SecretHash?
+        if let text = c.string("pinHash") {
+            pinHash = SecretHash(encoded: text)
+            if pinHash == nil { c.log.add("\(what): pinHash is not a hash made by 'cscgate keys pin-hash'", at: c["pinHash"]) }
+        }
+        let pinFormat = c.string("pinFormat") ?? "N"
+        if pinFormat != "N" && pinFormat != "A" { c.log.add("\(what): pinFormat must be N or A", at: c["pinFormat"]) }
+        var otp: OTPSettings?
+        if let o = c.map("otp") {
+            o.rejectUnknownKeys(["secretEnv", "secretFile", "digits", "period", "algorithm", "maxFailures"])
+            let algorithm = OTPSettings.Algorithm(rawValue: (o.string("algorithm") ?? "SHA1").uppercased())
+            if algorithm == nil { o.log.add("\(what): otp.algorithm must be SHA1, SHA256 or SHA512", at: o["algorithm"]) }
+            if let secret = secretReference(o, "secret", base: base) {
+                otp = OTPSettings(secret: secret, digits: o.int("digits", default: 6, range: 6...8),
+                                  period: o.int("period", default: 30, range: 10...300), algorithm: algorithm ?? .sha1,
+                                  maxFailures: o.int("maxFailures", default: 5, range: 1...100))
+            }
+        }
+        if mode == .explicit && c["pinHash"] == nil && c["otp"] == nil {
+            c.log.add("\(what): an explicit credential needs pinHash, otp or both", at: c.node)
+        }
+        if mode == .implicit && (c["pinHash"] != nil || c["otp"] != nil) {
+            c.log.add("\(what): an implicit credential takes no PIN or OTP; use authMode: explicit", at: c["authMode"] ?? c.node)
+        }
+        let scalText = c["scal"].flatMap { $0.int.map(String.init) ?? $0.string } ?? "1"
+        let scal = SCAL(rawValue: scalText) ?? {
+            c.log.add("\(what): scal must be 1 or 2", at: c["scal"])
+            return .one
+        }()
+        return LocalCredentialSettings(
+            label: label, authMode: mode, pinHash: pinHash, pinFormat: pinFormat,
+            maxPinFailures: c.int("maxPinFailures", default: 3, range: 1...100), otp: otp, scal: scal,
+            multisign: c.int("multisign", default: 1, range: 1...100_000),
+            signatureQualifier: c.string("signatureQualifier"), description: c.string("description"))
     }
 
     /// Secrets are named by `<key>Env` or `<key>File`; a literal value is refused.

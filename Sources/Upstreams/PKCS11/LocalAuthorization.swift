@@ -1,0 +1,153 @@
+import Crypto
+import CSC
+import Foundation
+import GatewayCore
+import Synchronization
+
+/// A credential's PIN: a slow salted hash, and a failure counter that locks it.
+///
+/// Each attempt is counted as a failure before the hash is checked and forgiven if it
+/// matches, so concurrent guesses cannot get past the limit. The counter lives in the gateway
+/// process: a restart unlocks (an operator action, as on most HSMs' SO reset).
+final class PINCheck: Sendable {
+    let hash: SecretHash
+    let maxFailures: Int
+    private let failures = Mutex(0)
+
+    init(hash: SecretHash, maxFailures: Int) { self.hash = hash; self.maxFailures = maxFailures }
+
+    func verify(_ pin: String?) async throws {
+        guard let pin, !pin.isEmpty else { throw CSCError.invalidRequest("Missing (or invalid type) string parameter PIN") }
+        let reserved = failures.withLock { n -> Bool in
+            guard n < maxFailures else { return false }
+            n += 1
+            return true
+        }
+        guard reserved else { throw CSCError.invalidRequest("PIN locked") }
+        // scrypt takes tens of milliseconds: keep it off Swift's cooperative threads.
+        let hash = self.hash
+        let ok = await withCheckedContinuation { c in
+            DispatchQueue.global(qos: .userInitiated).async { c.resume(returning: hash.verify(pin)) }
+        }
+        guard ok else { throw CSCError.invalidPIN() }
+        failures.withLock { $0 = 0 }
+    }
+
+    var isLocked: Bool { failures.withLock { $0 >= maxFailures } }
+}
+
+/// An offline TOTP (RFC 6238): codes of the previous, current and next time step are
+/// accepted, each step at most once (a code seen before is a replay), and repeated wrong
+/// codes lock it.
+final class TOTPCheck: Sendable {
+    let secret: [UInt8]
+    let digits: Int
+    let period: Int
+    let algorithm: OTPSettings.Algorithm
+    let maxFailures: Int
+    let now: @Sendable () -> Date
+    private let state = Mutex<(lastStep: Int64, failures: Int)>((-1, 0))
+
+    init(secret: [UInt8], settings: OTPSettings, now: @escaping @Sendable () -> Date) {
+        self.secret = secret; self.digits = settings.digits; self.period = settings.period
+        self.algorithm = settings.algorithm; self.maxFailures = settings.maxFailures; self.now = now
+    }
+
+    func verify(_ otp: String?) throws {
+        guard let otp, !otp.isEmpty else { throw CSCError.invalidRequest("Missing (or invalid type) string parameter OTP") }
+        let step = Int64(now().timeIntervalSince1970) / Int64(period)
+        let matched = [step - 1, step, step + 1].first { constantTimeEquals(Self.code(secret, step: $0, digits: digits, algorithm: algorithm), otp) }
+        try state.withLock { s in
+            guard s.failures < maxFailures else { throw CSCError.invalidRequest("OTP locked") }
+            guard let matched else {
+                s.failures += 1
+                throw CSCError.invalidOTP()
+            }
+            guard matched > s.lastStep else {
+                throw CSCError.invalidOTP("The OTP was already used; wait for the next one")
+            }
+            s.lastStep = matched
+            s.failures = 0
+        }
+    }
+
+    /// RFC 4226 HOTP over the time step (RFC 6238), `digits` long, zero-padded.
+    static func code(_ secret: [UInt8], step: Int64, digits: Int, algorithm: OTPSettings.Algorithm) -> String {
+        let counter = withUnsafeBytes(of: UInt64(bitPattern: step).bigEndian) { Array($0) }
+        let key = SymmetricKey(data: secret)
+        let mac: [UInt8]
+        switch algorithm {
+        case .sha1: mac = Array(HMAC<Insecure.SHA1>.authenticationCode(for: counter, using: key))
+        case .sha256: mac = Array(HMAC<SHA256>.authenticationCode(for: counter, using: key))
+        case .sha512: mac = Array(HMAC<SHA512>.authenticationCode(for: counter, using: key))
+        }
+        let offset = Int(mac[mac.count - 1] & 0x0F)
+        let binary = (UInt32(mac[offset] & 0x7F) << 24) | (UInt32(mac[offset + 1]) << 16)
+            | (UInt32(mac[offset + 2]) << 8) | UInt32(mac[offset + 3])
+        var modulus: UInt32 = 1
+        for _ in 0..<digits { modulus *= 10 }
+        let value = String(binary % modulus)
+        return String(repeating: "0", count: digits - value.count) + value
+    }
+
+    /// RFC 4648 base32 (authenticator-app secrets), case and padding tolerant.
+    static func base32Decode(_ text: String) -> [UInt8]? {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+        var lookup = [Character: UInt8]()
+        for (i, c) in alphabet.enumerated() { lookup[c] = UInt8(i) }
+        var bits: UInt32 = 0, count = 0
+        var out = [UInt8]()
+        for ch in text.uppercased() where ch != "=" && ch != " " {
+            guard let v = lookup[ch] else { return nil }
+            bits = (bits << 5) | UInt32(v)
+            count += 5
+            if count >= 8 {
+                out.append(UInt8((bits >> UInt32(count - 8)) & 0xFF))
+                count -= 8
+            }
+        }
+        return out.isEmpty ? nil : out
+    }
+}
+
+private func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    guard x.count == y.count else { return false }
+    var diff: UInt8 = 0
+    for (p, q) in zip(x, y) { diff |= p ^ q }
+    return diff == 0
+}
+
+/// The SADs this backend has issued: opaque random strings, each for one credential until it
+/// expires. The gateway seals them and enforces budgets and hash binding; this only makes sure
+/// a SAD reaching the HSM was issued here, for this key, and is still alive.
+final class LocalSADs: Sendable {
+    private let issued = Mutex<[String: (label: String, expires: Date)]>([:])
+    let now: @Sendable () -> Date
+
+    init(now: @escaping @Sendable () -> Date) { self.now = now }
+
+    func issue(label: String, lifetime: Int, expires: Date? = nil) -> (sad: String, expiresIn: Int) {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
+        let sad = "hsm." + Data(bytes).base64EncodedString()
+        let t = now()
+        let end = expires ?? t.addingTimeInterval(Double(lifetime))
+        issued.withLock { map in
+            if map.count > 10_000 { map = map.filter { $0.value.expires > t } }
+            map[sad] = (label, end)
+        }
+        return (sad, max(1, Int(end.timeIntervalSince(t).rounded(.down))))
+    }
+
+    /// The SAD's expiry, or the CSC error a client would get for it.
+    func check(_ sad: String?, label: String) throws -> Date {
+        guard let sad, let entry = issued.withLock({ $0[sad] }), entry.label == label else {
+            throw CSCError.invalidRequest("Invalid parameter SAD")
+        }
+        guard entry.expires > now() else { throw CSCError.invalidRequest("SAD expired") }
+        return entry.expires
+    }
+
+    func retire(_ sad: String) { _ = issued.withLock { $0.removeValue(forKey: sad) } }
+}

@@ -1,0 +1,151 @@
+import ArgumentParser
+import Foundation
+import GatewayCore
+import Upstreams
+
+/// `cscgate keys`: the lifecycle of keys on a `kind: pkcs11` upstream's token.
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Keys and certificates on a local HSM (a kind: pkcs11 upstream).",
+        subcommands: [Generate.self, CSR.self, ImportCert.self, List.self, PinHash.self])
+
+    struct HSMOptions: ParsableArguments {
+        @Option(name: .long, help: "Path to gateway.yaml.")
+        var config: String = "gateway.yaml"
+
+        @Option(name: .long, help: "The pkcs11 upstream (default: the only one in gateway.yaml).")
+        var upstream: String?
+
+        func tool() throws -> PKCS11KeyTool {
+            let loaded: LoadedConfiguration
+            do {
+                loaded = try ConfigurationLoader.load(gatewayFile: config)
+            } catch let error as ConfigurationError {
+                throw ValidationError("configuration is invalid:\n\(error)")
+            }
+            let hsms = loaded.gateway.upstreams.filter(\.isPKCS11)
+            let chosen: UpstreamConfiguration
+            if let upstream {
+                guard let u = hsms.first(where: { $0.name == upstream }) else {
+                    throw ValidationError("no pkcs11 upstream named '\(upstream)' in \(config)")
+                }
+                chosen = u
+            } else {
+                guard hsms.count == 1 else {
+                    throw ValidationError(hsms.isEmpty ? "\(config) has no kind: pkcs11 upstream"
+                                                       : "\(config) has several pkcs11 upstreams; choose one with --upstream")
+                }
+                chosen = hsms[0]
+            }
+            do {
+                return try PKCS11KeyTool(settings: chosen.pkcs11!)
+            } catch {
+                throw ValidationError("cannot open the token of upstream '\(chosen.name)': \(error)")
+            }
+        }
+    }
+
+    struct Generate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Generate a key pair on the token (private key sensitive, never extractable).")
+        @OptionGroup var hsm: HSMOptions
+        @Option(name: .long, help: "The key's label on the token (the credential's label in gateway.yaml).")
+        var label: String
+        @Option(name: .long, help: "rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384.")
+        var type: String = "ec-p256"
+
+        func run() async throws {
+            guard let keyType = PKCS11KeyType(rawValue: type) else {
+                throw ValidationError("--type must be one of \(PKCS11KeyType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let tool = try hsm.tool()
+            defer { tool.token.shutdown() }
+            let key = try await tool.generate(keyType, label: label)
+            print("generated \(key.typeName) key '\(key.label)'")
+        }
+    }
+
+    struct CSR: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "csr", abstract: "Print a PKCS#10 certificate request signed by the key on the token (PEM).")
+        @OptionGroup var hsm: HSMOptions
+        @Option(name: .long, help: "The key's label on the token.")
+        var label: String
+        @Option(name: .long, help: "Subject, RFC 4514 style: 'CN=Jane Doe,O=ACME,C=DE'.")
+        var subject: String
+        @Option(name: .long, help: "Write the request to this file instead of standard output.")
+        var out: String?
+
+        func run() async throws {
+            let tool = try hsm.tool()
+            defer { tool.token.shutdown() }
+            let pem = try await tool.certificateSigningRequest(label: label, subject: subject) + "\n"
+            if let out {
+                try Data(pem.utf8).write(to: URL(fileURLWithPath: out))
+            } else {
+                print(pem, terminator: "")
+            }
+        }
+    }
+
+    struct ImportCert: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "import-cert", abstract: "Attach the key's certificate and its chain (PEM) to the key on the token.")
+        @OptionGroup var hsm: HSMOptions
+        @Option(name: .long, help: "The key's label on the token.")
+        var label: String
+        @Option(name: .long, help: "PEM file with the certificate (and optionally its chain).")
+        var cert: String
+        @Option(name: .long, help: "PEM file(s) with the issuing CA chain.")
+        var chain: [String] = []
+
+        func run() async throws {
+            var pem = ""
+            for path in [cert] + chain {
+                guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                    throw ValidationError("cannot read \(path)")
+                }
+                pem += text + "\n"
+            }
+            let tool = try hsm.tool()
+            defer { tool.token.shutdown() }
+            let chain = try await tool.importCertificates(label: label, pem: pem)
+            print("attached \(chain.count) certificate(s) to '\(label)': \(chain.map { $0.subject.description }.joined(separator: " <- "))")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the keys on the token and their certificates.")
+        @OptionGroup var hsm: HSMOptions
+
+        func run() async throws {
+            let tool = try hsm.tool()
+            defer { tool.token.shutdown() }
+            let formatter = ISO8601DateFormatter()
+            for k in try await tool.list() {
+                var line = "\(k.label)\t\(k.type)"
+                if let subject = k.subject {
+                    line += "\t\(subject)\tissuer: \(k.issuer ?? "?")\tuntil \(k.notAfter.map(formatter.string(from:)) ?? "?")"
+                    line += "\t(\(k.certificates) cert\(k.certificates == 1 ? "" : "s"))"
+                } else {
+                    line += "\tno certificate"
+                }
+                print(line)
+            }
+        }
+    }
+
+    struct PinHash: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pin-hash",
+            abstract: "Read a credential PIN on standard input and print its stored form (pinHash in gateway.yaml).")
+
+        func run() throws {
+            let data = FileHandle.standardInput.readDataToEndOfFile()
+            guard var pin = String(data: data, encoding: .utf8) else { throw ValidationError("the PIN is not UTF-8") }
+            while pin.hasSuffix("\n") || pin.hasSuffix("\r") { pin.removeLast() }
+            guard pin.count >= 4 else { throw ValidationError("a PIN must have at least 4 characters") }
+            print(try SecretHash.make(secret: pin).encoded)
+        }
+    }
+}
