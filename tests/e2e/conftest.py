@@ -21,6 +21,8 @@ PEERS_SH = REPO / 'scripts' / 'peers.sh'
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gateway_suite import gw  # noqa: E402,F401  (session fixture of the test_gateway_* files)
+
 
 @dataclass(frozen=True)
 class Vendor:
