@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
@@ -60,16 +61,37 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The usage ledger: SQLite (embedded default), hash-chained per tenant, and reports.
+        .target(
+            name: "Ledger",
+            dependencies: [
+                "GatewayCore", "CSC",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "cscgate",
             dependencies: [
-                "GatewayServer", "GatewayCore", "Upstreams",
+                "GatewayServer", "GatewayCore", "Upstreams", "Ledger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "CSCTests", dependencies: ["CSC"]),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "CSC"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "GatewayCore"]),
+        .testTarget(
+            name: "UpstreamsTests",
+            dependencies: [
+                "Upstreams", "GatewayCore", "CSC", "CPKCS11",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         .testTarget(
             name: "GatewayServerTests",
             dependencies: [

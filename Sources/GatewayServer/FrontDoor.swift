@@ -80,26 +80,43 @@ public struct FrontDoor: Sendable {
         logger[metadataKey: "client"] = .string(caller.clientID)
         let context = OperationContext(requestID: context.requestID, logger: logger)
 
+        // Decoding happens inside `perform`, so a malformed request is a recorded denial too.
         switch method {
         case .authRevoke:
-            await gateway.revoke(try codec.decodeRevokeRequest(object), by: caller.clientID)
+            try await gateway.perform(method, caller, context) { _ in
+                await gateway.revoke(try codec.decodeRevokeRequest(object), by: caller.clientID)
+            }
             return FrontDoorResponse(status: 204)
         case .credentialsList:
-            return ok(codec.encode(try await gateway.listCredentials(caller, codec.decodeListRequest(object), context)))
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { _ in
+                try await gateway.listCredentials(caller, try codec.decodeListRequest(object), context)
+            }))
         case .credentialsInfo:
-            return ok(codec.encode(try await gateway.credentialInfo(caller, codec.decodeCredentialInfoRequest(object), context)))
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { note in
+                try await gateway.credentialInfo(caller, try codec.decodeCredentialInfoRequest(object), context, note)
+            }))
         case .credentialsAuthorize:
-            return ok(codec.encode(try await gateway.authorize(caller, codec.decodeAuthorizeRequest(object), context)))
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { note in
+                try await gateway.authorize(caller, try codec.decodeAuthorizeRequest(object), context, note)
+            }))
         case .credentialsExtendTransaction:
-            return ok(codec.encode(try await gateway.extendTransaction(caller, codec.decodeExtendRequest(object), context)))
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { note in
+                try await gateway.extendTransaction(caller, try codec.decodeExtendRequest(object), context, note)
+            }))
         case .credentialsSendOTP, .credentialsGetChallenge:
-            let result = try await gateway.sendChallenge(caller, codec.decodeChallengeRequest(object), context)
+            let result = try await gateway.perform(method, caller, context) { note in
+                try await gateway.sendChallenge(caller, try codec.decodeChallengeRequest(object), context, note)
+            }
             guard let challenge = result.challenge, version == .v2 else { return FrontDoorResponse(status: 204) }
             return ok(JSONObject(["challenge": .string(challenge)]))
         case .signaturesSignHash:
-            return ok(codec.encode(try await gateway.signHash(caller, codec.decodeSignHashRequest(object), context)))
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { note in
+                try await gateway.signHash(caller, try codec.decodeSignHashRequest(object), context, note)
+            }))
         case .signaturesTimestamp:
-            return ok(codec.encode(try await gateway.timestamp(caller, codec.decodeTimestampRequest(object), context)))
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { _ in
+                try await gateway.timestamp(caller, try codec.decodeTimestampRequest(object), context)
+            }))
         case .info, .authLogin, .credentialsAuthorizeCheck, .signaturesSignDoc, .signaturesSignPolling:
             throw CSCError.notImplemented("\(path) is not offered by this gateway")
         }

@@ -4,6 +4,7 @@ import Foundation
 import GatewayCore
 import GatewayServer
 import Hummingbird
+import Ledger
 import Logging
 import Upstreams
 
@@ -12,7 +13,7 @@ struct CSCGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cscgate",
         abstract: "A multi-tenant CSC remote-signing gateway.",
-        subcommands: [Serve.self, Check.self, Secret.self, Keys.self])
+        subcommands: [Serve.self, Check.self, Secret.self, Keys.self, LedgerCommand.self, Report.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -59,7 +60,9 @@ struct Serve: AsyncParsableCommand {
         }
         defer { for h in hsms { h.shutdown() } }
         let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
-        let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal)
+        let ledger = try openLedger(loaded.gateway.ledger)
+        let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
+                              ledger: ledger)
         logger.info("starting", metadata: [
             "address": .string("\(loaded.gateway.host):\(loaded.gateway.port)"),
             "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(backends.count),

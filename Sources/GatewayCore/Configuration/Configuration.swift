@@ -16,6 +16,15 @@ public struct GatewayConfiguration: Sendable {
     public var maxBodyBytes: Int
     public var maxHashesPerRequest: Int
     public var upstreams: [UpstreamConfiguration]
+    public var ledger: LedgerSettings
+
+    /// Where usage is recorded. The embedded default is a SQLite file next to gateway.yaml.
+    public struct LedgerSettings: Sendable {
+        public var path: String
+        /// The Ed25519 key that signs chain checkpoints; created on first start if missing.
+        public var checkpointKeyFile: String
+        public var checkpointInterval: Int
+    }
 
     public struct ServiceDescription: Sendable {
         public var name = "cscgate"

@@ -52,7 +52,8 @@ public enum ConfigurationLoader {
 
     static func parseGateway(_ text: String, base: URL, log: IssueLog) -> GatewayConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
-        root.rejectUnknownKeys(["listen", "publicURL", "tenants", "policies", "service", "tokens", "sad", "limits", "upstreams"])
+        root.rejectUnknownKeys(["listen", "publicURL", "tenants", "policies", "service", "tokens", "sad", "limits", "upstreams",
+                                "ledger"])
         let listen = root.map("listen")
         listen?.rejectUnknownKeys(["host", "port"])
         let host = listen?.string("host") ?? "127.0.0.1"
@@ -79,6 +80,12 @@ public enum ConfigurationLoader {
             sad.keyFile = s.string("keyFile").map { resolve($0, base: base) }
             sad.maxLifetime = s.int("maxLifetime", default: 3600, range: 10...86400)
         }
+        let ledgerMap = root.map("ledger")
+        ledgerMap?.rejectUnknownKeys(["path", "checkpointKeyFile", "checkpointInterval"])
+        let ledger = GatewayConfiguration.LedgerSettings(
+            path: resolve(ledgerMap?.string("path") ?? "ledger.sqlite", base: base),
+            checkpointKeyFile: resolve(ledgerMap?.string("checkpointKeyFile") ?? "ledger-checkpoint.key", base: base),
+            checkpointInterval: ledgerMap?.int("checkpointInterval", default: 1000, range: 1...1_000_000) ?? 1000)
         let limits = root.map("limits")
         limits?.rejectUnknownKeys(["maxBodyBytes", "maxHashesPerRequest"])
         var upstreams = [UpstreamConfiguration]()
@@ -98,7 +105,7 @@ public enum ConfigurationLoader {
             service: service, tokens: tokens, sad: sad,
             maxBodyBytes: limits?.int("maxBodyBytes", default: 1 << 20, range: 1024...(64 << 20)) ?? (1 << 20),
             maxHashesPerRequest: limits?.int("maxHashesPerRequest", default: 1000, range: 1...100_000) ?? 1000,
-            upstreams: upstreams)
+            upstreams: upstreams, ledger: ledger)
     }
 
     static func parseUpstream(_ u: YAMLMap, base: URL) -> UpstreamConfiguration? {

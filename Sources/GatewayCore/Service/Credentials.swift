@@ -98,9 +98,11 @@ extension Gateway {
         return true
     }
 
-    public func credentialInfo(_ caller: Caller, _ request: CredentialInfoRequest, _ context: OperationContext) async throws
-        -> CredentialInfo {
+    public func credentialInfo(_ caller: Caller, _ request: CredentialInfoRequest, _ context: OperationContext,
+                               _ note: UsageNote = UsageNote()) async throws -> CredentialInfo {
+        note.stage("credential")
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
+        note.credential(route)
         var info = credential.info
         if request.certInfo {
             // Fetched on demand: some upstreams (certomancer-csc-dummy) refuse certInfo, and the
@@ -131,8 +133,11 @@ extension Gateway {
 // MARK: - credentials/authorize, extendTransaction, sendOTP/getChallenge, timestamp
 
 extension Gateway {
-    public func authorize(_ caller: Caller, _ request: AuthorizeRequest, _ context: OperationContext) async throws -> AuthorizeResult {
+    public func authorize(_ caller: Caller, _ request: AuthorizeRequest, _ context: OperationContext,
+                          _ note: UsageNote = UsageNote()) async throws -> AuthorizeResult {
+        note.stage("credential")
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
+        note.credential(route)
         let info = credential.info
         guard info.key.status == .enabled else {
             throw CSCError.invalidRequest("The credential identified by credentialID is disabled")
@@ -155,6 +160,7 @@ extension Gateway {
         var upstreamRequest = request
         upstreamRequest.credentialID = route.upstreamCredentialID
         upstreamRequest.hashAlgorithm = hashAlgorithm?.oid
+        note.stage("upstream")
         let granted = try await backend.authorize(upstreamRequest, context)
         let lifetime = max(1, min(granted.expiresIn, configuration.sad.maxLifetime))
         let claims = SADClaims(
@@ -200,9 +206,12 @@ extension Gateway {
         return claims
     }
 
-    public func extendTransaction(_ caller: Caller, _ request: ExtendTransactionRequest, _ context: OperationContext) async throws
-        -> AuthorizeResult {
+    public func extendTransaction(_ caller: Caller, _ request: ExtendTransactionRequest, _ context: OperationContext,
+                                  _ note: UsageNote = UsageNote()) async throws -> AuthorizeResult {
+        note.stage("credential")
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
+        note.credential(route)
+        note.stage("sad")
         let claims = try openSAD(request.sad, caller: caller, credentialID: route.id)
         let left = await usage.left(claims)
         guard left > 0 else { throw CSCError.invalidRequest("Invalid parameter SAD: its signatures are used up") }
@@ -239,8 +248,11 @@ extension Gateway {
         return AuthorizeResult(sad: try seal.seal(next), expiresIn: next.expires - unixNow)
     }
 
-    public func sendChallenge(_ caller: Caller, _ request: ChallengeRequest, _ context: OperationContext) async throws -> ChallengeResult {
+    public func sendChallenge(_ caller: Caller, _ request: ChallengeRequest, _ context: OperationContext,
+                              _ note: UsageNote = UsageNote()) async throws -> ChallengeResult {
+        note.stage("credential")
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
+        note.credential(route)
         guard credential.info.authFactors.contains(where: { $0.kind == .otp && $0.otpType == "online" }) else {
             throw CSCError.invalidRequest("The credential identified by credentialID has no online OTP")
         }

@@ -13,10 +13,11 @@ public final class Gateway: Sendable {
     let seal: SADSeal
     let usage: SADUsage
     let catalog: CredentialCatalog
+    let ledger: (any UsageLedger)?
     let now: @Sendable () -> Date
 
     public init(configuration: LoadedConfiguration, backends: [String: any SigningBackend], seal: SADSeal,
-                now: @escaping @Sendable () -> Date = Date.init) {
+                ledger: (any UsageLedger)? = nil, now: @escaping @Sendable () -> Date = Date.init) {
         self.configuration = configuration.gateway
         self.directoryBox = Mutex(TenantDirectory(configuration.tenants))
         self.backends = backends
@@ -26,6 +27,7 @@ public final class Gateway: Sendable {
         self.usage = SADUsage(now: now)
         self.catalog = CredentialCatalog(ttlByUpstream: Dictionary(
             configuration.gateway.upstreams.map { ($0.name, $0.credentialInfoTTL) }, uniquingKeysWith: { a, _ in a }))
+        self.ledger = ledger
         self.now = now
     }
 

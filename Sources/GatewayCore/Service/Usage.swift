@@ -1,0 +1,147 @@
+import Crypto
+import CSC
+import Foundation
+import Synchronization
+
+public enum UsageOutcome: String, Sendable, Codable, CaseIterable {
+    /// Done as asked; only these are billed.
+    case ok
+    /// Refused: bad input, a bound SAD, a policy or a limit (HTTP 4xx).
+    case denied
+    /// Could not be done: an upstream or the gateway failed (HTTP 5xx).
+    case failed
+}
+
+/// One CSC operation as the ledger keeps it. No secret ever goes in: no PIN, OTP, SAD, token
+/// or hash value, only counts, names and the error text (which is written secret-free).
+public struct UsageEvent: Sendable, Equatable {
+    /// Deterministic: the same tenant, client, request id and operation give the same id, so a
+    /// retried request is recorded (and billed) once.
+    public var id: String
+    public var time: Date
+    public var tenantID: String
+    public var clientID: String
+    public var credentialID: String?
+    public var upstream: String?
+    public var operation: String
+    /// Hashes signed; zero unless the outcome is ok.
+    public var signatures: Int
+    public var signAlgorithm: String?
+    public var hashAlgorithm: String?
+    public var outcome: UsageOutcome
+    /// The pipeline stage that refused or failed (credential, sad, algorithm, budget, upstream…).
+    public var stage: String?
+    public var reason: String?
+    public var latencyMicros: Int
+    public var requestID: String
+    /// Content address of the OCSP response relied on, where one was.
+    public var evidence: String?
+    /// For a signHash: the answer, so a retry with the same request id gets it again unsigned anew.
+    public var answer: Data?
+
+    public init(id: String, time: Date, tenantID: String, clientID: String, credentialID: String? = nil,
+                upstream: String? = nil, operation: String, signatures: Int = 0, signAlgorithm: String? = nil,
+                hashAlgorithm: String? = nil, outcome: UsageOutcome, stage: String? = nil, reason: String? = nil,
+                latencyMicros: Int = 0, requestID: String, evidence: String? = nil, answer: Data? = nil) {
+        self.id = id; self.time = time; self.tenantID = tenantID; self.clientID = clientID
+        self.credentialID = credentialID; self.upstream = upstream; self.operation = operation
+        self.signatures = signatures; self.signAlgorithm = signAlgorithm; self.hashAlgorithm = hashAlgorithm
+        self.outcome = outcome; self.stage = stage; self.reason = reason; self.latencyMicros = latencyMicros
+        self.requestID = requestID; self.evidence = evidence; self.answer = answer
+    }
+
+    public static func eventID(tenantID: String, clientID: String, requestID: String, operation: String) -> String {
+        let digest = SHA256.hash(data: Data([tenantID, clientID, requestID, operation].joined(separator: "\u{0}").utf8))
+        return digest.map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Where usage goes. `record` returns only once the event is durable: the signHash answer
+/// waits for it, so nothing signed goes unrecorded.
+public protocol UsageLedger: Sendable {
+    func record(_ event: UsageEvent) async throws
+    /// A recorded ok event with this id, for answering a retried request.
+    func recordedEvent(id: String) async throws -> UsageEvent?
+}
+
+/// Facts about one operation, filled in by the pipeline as it goes, read when it ends.
+public final class UsageNote: Sendable {
+    struct Facts {
+        var credentialID: String?
+        var upstream: String?
+        var stage: String?
+        var signatures = 0
+        var signAlgorithm: String?
+        var hashAlgorithm: String?
+        var evidence: String?
+        var answer: Data?
+    }
+
+    let facts = Mutex(Facts())
+
+    public init() {}
+
+    func credential(_ route: CredentialRoute) {
+        facts.withLock { $0.credentialID = route.id; $0.upstream = route.upstream }
+    }
+
+    /// The stage about to run; if it throws, the event names it.
+    func stage(_ name: String) { facts.withLock { $0.stage = name } }
+
+    func signed(_ count: Int, signAlgorithm: String, hashAlgorithm: String?, answer: Data) {
+        facts.withLock {
+            $0.signatures = count; $0.signAlgorithm = signAlgorithm; $0.hashAlgorithm = hashAlgorithm; $0.answer = answer
+        }
+    }
+}
+
+extension Gateway {
+    /// Runs one authenticated operation and records its outcome. For an ok signHash the record
+    /// is durable before the signatures are returned; if it cannot be written, they are not.
+    public func perform<T: Sendable>(_ method: CSCMethod, _ caller: Caller, _ context: OperationContext,
+                                     _ body: (UsageNote) async throws -> T) async throws -> T {
+        let started = ContinuousClock.now
+        let note = UsageNote()
+        let id = UsageEvent.eventID(tenantID: caller.tenantID, clientID: caller.clientID,
+                                    requestID: context.requestID, operation: method.operation)
+        do {
+            let result = try await body(note)
+            try await record(id, method, caller, context, note, started, outcome: .ok, error: nil)
+            return result
+        } catch let error as CSCError {
+            try? await record(id, method, caller, context, note, started,
+                              outcome: error.status >= 500 ? .failed : .denied, error: error)
+            throw error
+        } catch {
+            try? await record(id, method, caller, context, note, started, outcome: .failed, error: nil)
+            throw error
+        }
+    }
+
+    private func record(_ id: String, _ method: CSCMethod, _ caller: Caller, _ context: OperationContext, _ note: UsageNote,
+                        _ started: ContinuousClock.Instant, outcome: UsageOutcome, error: CSCError?) async throws {
+        guard let ledger else { return }
+        let f = note.facts.withLock { $0 }
+        let elapsed = ContinuousClock.now - started
+        let micros = Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000)
+        let event = UsageEvent(
+            id: id, time: now(), tenantID: caller.tenantID, clientID: caller.clientID, credentialID: f.credentialID,
+            upstream: f.upstream, operation: method.operation, signatures: outcome == .ok ? f.signatures : 0,
+            signAlgorithm: f.signAlgorithm, hashAlgorithm: f.hashAlgorithm, outcome: outcome,
+            stage: outcome == .ok ? nil : (f.stage ?? "request"),
+            reason: error.map { String($0.errorDescription.prefix(300)) }, latencyMicros: micros,
+            requestID: context.requestID, evidence: f.evidence, answer: outcome == .ok ? f.answer : nil)
+        do {
+            try await ledger.record(event)
+        } catch {
+            context.logger.error("usage event could not be recorded", metadata: [
+                "event_id": .string(id), "operation": .string(method.operation), "outcome": .string(outcome.rawValue),
+            ])
+            if outcome == .ok && f.signatures > 0 {
+                throw CSCError(status: 503, error: "temporarily_unavailable",
+                               description: "The signing could not be recorded, so its result is withheld; retry later",
+                               headers: ["Retry-After": "5"])
+            }
+        }
+    }
+}
