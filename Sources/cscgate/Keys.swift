@@ -7,7 +7,7 @@ import Upstreams
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Keys and certificates on a local HSM (a kind: pkcs11 upstream).",
-        subcommands: [Generate.self, CSR.self, ImportCert.self, List.self, PinHash.self])
+        subcommands: [Generate.self, CSR.self, ImportCert.self, List.self, PinHash.self, Bench.self])
 
     struct HSMOptions: ParsableArguments {
         @Option(name: .long, help: "Path to gateway.yaml.")
@@ -16,7 +16,9 @@ struct Keys: AsyncParsableCommand {
         @Option(name: .long, help: "The pkcs11 upstream (default: the only one in gateway.yaml).")
         var upstream: String?
 
-        func tool() throws -> PKCS11KeyTool {
+        func tool() throws -> PKCS11KeyTool { try open().tool }
+
+        func open() throws -> (tool: PKCS11KeyTool, settings: PKCS11Settings) {
             let loaded: LoadedConfiguration
             do {
                 loaded = try ConfigurationLoader.load(gatewayFile: config)
@@ -38,7 +40,7 @@ struct Keys: AsyncParsableCommand {
                 chosen = hsms[0]
             }
             do {
-                return try PKCS11KeyTool(settings: chosen.pkcs11!)
+                return (try PKCS11KeyTool(settings: chosen.pkcs11!), chosen.pkcs11!)
             } catch {
                 throw ValidationError("cannot open the token of upstream '\(chosen.name)': \(error)")
             }
@@ -132,6 +134,26 @@ struct Keys: AsyncParsableCommand {
                 }
                 print(line)
             }
+        }
+    }
+
+    struct Bench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure the module's raw sign rate for one key in this process (no gateway, no HTTP).")
+        @OptionGroup var hsm: HSMOptions
+        @Option(name: .long, help: "The key's label on the token.")
+        var label: String
+        @Option(name: .long, help: "Threads, each with its own session.")
+        var threads: Int = 1
+        @Option(name: .long, help: "Duration in seconds.")
+        var seconds: Double = 3
+
+        func run() async throws {
+            let (tool, settings) = try hsm.open()
+            defer { tool.token.shutdown() }
+            let (n, elapsed) = try await tool.rawSignRate(label: label, threads: threads, seconds: seconds,
+                                                          pin: try settings.pin.resolve())
+            print(String(format: "%d signatures in %.2f s: %.0f signatures/s (%d threads)", n, elapsed, Double(n) / elapsed, threads))
         }
     }
 

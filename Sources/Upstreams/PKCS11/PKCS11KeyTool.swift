@@ -1,3 +1,4 @@
+import CPKCS11
 import Crypto
 import CryptoExtras
 import CSC
@@ -104,6 +105,56 @@ public struct PKCS11KeyTool: Sendable {
             let key = try session.describeKey(label)
             return try session.certificateChain(for: key)
         }
+    }
+
+    /// The raw signing rate of the module for one key, in this process, without the gateway:
+    /// `threads` threads, each with its own logged-in session, `C_SignInit` + `C_Sign` over a
+    /// SHA-256 digest (ECDSA, or PKCS#1 v1.5 over its DigestInfo) for `seconds`.
+    public func rawSignRate(label: String, threads: Int, seconds: Double, pin: String) async throws -> (signatures: Int, seconds: Double) {
+        let key = try await token.withSession { try $0.describeKey(label) }
+        var isRSA = false
+        if case .rsa = key.kind { isRSA = true }
+        let plan = try PKCS11SigningPlan.make(signAlgo: isRSA ? SignatureAlgorithm.sha256WithRSA : SignatureAlgorithm.ecdsaWithSHA256,
+                                              hashAlgo: nil, parameters: nil, key: key, digestLengths: [32])
+        let module = token.module
+        guard let slot = token.currentSlot else { throw PKCS11KeyError("the token is not present") }
+        let input = plan.input(for: Data(SHA256.hash(data: Data("cscgate raw sign rate".utf8))))
+        final class Tally: @unchecked Sendable {
+            let lock = NSLock()
+            var count = 0
+            var failure: Error?
+        }
+        let tally = Tally()
+        let group = DispatchGroup()
+        let start = Date()
+        for _ in 0..<max(1, threads) {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                do {
+                    let session = try module.openSession(slot: slot)
+                    defer { module.closeSession(session) }
+                    try module.login(session, pin: pin)
+                    let found = try module.findObjects(session, [
+                        PKCS11Attribute(CKA_CLASS, ulong: CKO_PRIVATE_KEY), PKCS11Attribute(CKA_LABEL, string: label),
+                    ], max: 1)
+                    guard let handle = found.first else { throw PKCS11KeyError("no key '\(label)'") }
+                    var n = 0
+                    let end = start.addingTimeInterval(seconds)
+                    while Date() < end {
+                        _ = try module.sign(session, key: handle, mechanism: plan.mechanism, parameter: plan.parameter, data: input,
+                                            maxLength: plan.maxSignatureLength)
+                        n += 1
+                    }
+                    tally.lock.lock(); tally.count += n; tally.lock.unlock()
+                } catch {
+                    tally.lock.lock(); tally.failure = error; tally.lock.unlock()
+                }
+            }.start()
+        }
+        await withCheckedContinuation { c in group.notify(queue: .global()) { c.resume() } }
+        if let failure = tally.failure { throw failure }
+        return (tally.count, Date().timeIntervalSince(start))
     }
 
     /// `CN=Jane Doe,O=ACME,C=DE` (RFC 4514 order, most specific first; `\,` escapes a comma).

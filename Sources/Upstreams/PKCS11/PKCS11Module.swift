@@ -29,6 +29,12 @@ public struct PKCS11Error: Error, Sendable, Equatable, CustomStringConvertible {
          CKR_SLOT_ID_INVALID, CKR_DEVICE_ERROR].contains(rv)
     }
 
+    /// Every session of this application is likely gone (closed behind our back, module
+    /// finalised): the other workers' handles are void too, and their numbers may be reused.
+    var voidsAllSessions: Bool {
+        needsReinitialisation || rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED
+    }
+
     /// Object handles (keys, certificates) must be looked up again.
     var invalidatesHandles: Bool {
         needsReinitialisation || rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID
@@ -184,6 +190,10 @@ public final class PKCS11Module: @unchecked Sendable {
         for i in bytes.indices { bytes[i] = 0 }
         if rv == CKR_USER_ALREADY_LOGGED_IN { return }
         try check(rv, "C_Login")
+    }
+
+    public func logout(_ session: CK_SESSION_HANDLE) throws(PKCS11Error) {
+        try check(f.C_Logout!(session), "C_Logout")
     }
 
     // MARK: Objects

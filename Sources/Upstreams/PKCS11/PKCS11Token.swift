@@ -96,13 +96,15 @@ public final class PKCS11Token: @unchecked Sendable {
 
     /// Runs on a worker thread: ensure a session, call, and on a stale session recover and retry once.
     private func run<T>(_ body: (PKCS11Session) throws -> T, _ worker: inout WorkerSession) throws -> T {
-        var retried = false
+        // Once for the call itself; once more if the recovery itself meets a second stale
+        // state (e.g. the slot renumbered after the module was initialised again).
+        var retries = 0
         while true {
             do {
                 let handle = try ensureSession(&worker)
                 return try body(PKCS11Session(token: self, handle: handle))
-            } catch let error as PKCS11Error where error.invalidatesSession && !retried {
-                retried = true
+            } catch let error as PKCS11Error where error.invalidatesSession && retries < 2 {
+                retries += 1
                 recover(from: error, &worker)
             }
         }
@@ -135,7 +137,13 @@ public final class PKCS11Token: @unchecked Sendable {
             // Whatever went wrong, handles found before are not to be trusted: after a module
             // re-initialisation the same number may name another object.
             s.objects = [:]
-            guard error.needsReinitialisation, s.generation == observed || observed < 0 else { return }
+            guard error.voidsAllSessions, s.generation == observed || observed < 0 else { return }
+            guard error.needsReinitialisation else {
+                // Sessions closed behind our back: the other workers' handles are dead too, and
+                // their numbers may be handed out again; nobody uses a handle of before.
+                s.generation += 1
+                return
+            }
             if error.rv == CKR_CRYPTOKI_NOT_INITIALIZED { try? module.initialize() }
             var slot = try? findSlot()
             if slot == nil {

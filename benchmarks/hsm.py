@@ -1,0 +1,151 @@
+"""Local HSM (SoftHSM2 over PKCS#11): the module's raw sign rate in-process versus signHash/s
+through the gateway over HTTP, RSA-2048 and P-256, concurrency 1 and 8, in one run.
+
+A fresh SoftHSM2 token is made in a temporary directory (scripts/softhsm-setup.sh), with an
+RSA-2048 and a P-256 key certified by a throw-away CA. "raw" is `cscgate keys bench`: N threads,
+each with its own session, C_SignInit + C_Sign in a loop, in one process, no HTTP. "gateway" is
+wrk posting signHash requests (each with its own hash, spending a real gateway SAD) to a
+release-built gateway whose pkcs11 upstream has `sessions` logged-in sessions. Both run on the
+same 2 cores; rounds alternate raw and gateway, medians are printed with the ratio.
+
+Usage: .venv/bin/python benchmarks/hsm.py [--seconds 5] [--rounds 3] [--sessions 4]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from signhash import post, run_wrk
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = os.environ.get("CSCGATE_RELEASE_BIN", str(ROOT / ".build-release" / "release" / "cscgate"))
+PORT = int(os.environ.get("BENCH_HSM_GATEWAY_PORT", "8289"))
+SECRET = "bench-hsm-client-secret-0000"
+KEYS = {"RSA-2048": ("bench-rsa", "rsa-2048", "1.2.840.113549.1.1.11"),
+        "P-256": ("bench-ec", "ec-p256", "1.2.840.10045.4.3.2")}
+MULTISIGN = 100000
+
+
+def setup(work: Path, sessions: int) -> dict:
+    hsm_dir = work / "softhsm"
+    (work / "tenants").mkdir()
+    (work / "policies").mkdir()
+    (work / "sad.key").write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    secret_hash = subprocess.run([BIN, "secret", "hash"], input=SECRET, capture_output=True, text=True,
+                                 check=True).stdout.strip()
+    creds = "\n".join(f"      - {{label: {label}, authMode: implicit, multisign: {MULTISIGN}}}"
+                      for label, _, _ in KEYS.values())
+    (work / "gateway.yaml").write_text(f"""
+listen: {{host: 127.0.0.1, port: {PORT}}}
+sad: {{keyFile: sad.key, maxLifetime: 3600}}
+upstreams:
+  - name: hsm
+    kind: pkcs11
+    module: /usr/lib/softhsm/libsofthsm2.so
+    tokenLabel: bench
+    pinFile: {hsm_dir}/user.pin
+    sessions: {sessions}
+    credentials:
+{creds}
+""")
+    (work / "tenants" / "bench.yaml").write_text(f"""
+tenant: bench
+clients:
+  - {{id: bench-app, secretHash: "{secret_hash}", scopes: [service]}}
+credentials:
+""" + "\n".join(f"  - {{id: {label}, upstream: hsm, upstreamCredentialID: {label}}}" for label, _, _ in KEYS.values()) + "\n")
+    env = dict(os.environ, HSM_DIR=str(hsm_dir), CA_DIR=str(work / "ca"), CONFIG=str(work / "gateway.yaml"),
+               TOKEN_LABEL="bench", CSCGATE_BIN=BIN,
+               HSM_KEYS=" ".join(f"{label}:{kind}:CN={label},O=cscgate bench" for label, kind, _ in KEYS.values()))
+    subprocess.run(["bash", str(ROOT / "scripts" / "softhsm-setup.sh")], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return {"SOFTHSM2_CONF": str(hsm_dir / "softhsm2.conf")}
+
+
+def start_gateway(work: Path, env: dict) -> subprocess.Popen:
+    log = open(work / "gateway.log", "w")
+    proc = subprocess.Popen([BIN, "serve", "--config", str(work / "gateway.yaml"), "--log-level", "warning"],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=1)
+            c.request("GET", "/health")
+            if c.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("gateway did not start; see " + str(work / "gateway.log"))
+
+
+def raw_rate(work: Path, env: dict, label: str, threads: int, seconds: int) -> float:
+    out = subprocess.run([BIN, "keys", "bench", "--config", str(work / "gateway.yaml"), "--label", label,
+                          "--threads", str(threads), "--seconds", str(seconds)],
+                         capture_output=True, text=True, check=True, env=dict(os.environ, **env)).stdout
+    return float(re.search(r"([\d.]+) signatures/s", out).group(1))
+
+
+def bodies(token: str, label: str, algo: str, count: int) -> list[str]:
+    out, left = [], count
+    while left > 0:
+        n = min(left, MULTISIGN)
+        sad = post(PORT, "/csc/v1/credentials/authorize", {"credentialID": label, "numSignatures": n}, token=token)["SAD"]
+        out += [json.dumps({"credentialID": label, "SAD": sad, "signAlgo": algo,
+                            "hash": [base64.b64encode(secrets.token_bytes(32)).decode()]}) for _ in range(n)]
+        left -= n
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sessions", type=int, default=4, help="the pkcs11 upstream's session pool")
+    args = ap.parse_args()
+    if not Path(BIN).exists():
+        raise SystemExit(f"{BIN} missing: swift build -c release --scratch-path .build-release --product cscgate")
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        env = setup(work, args.sessions)
+        gw = start_gateway(work, env)
+        try:
+            token = post(PORT, "/csc/v1/auth/login", {}, basic=f"bench-app:{SECRET}")["access_token"]
+            for r in range(args.rounds):
+                for name, (label, _, algo) in KEYS.items():
+                    for conc in (1, 8):
+                        raw = raw_rate(work, env, label, conc, args.seconds)
+                        # Sized from the raw rate: the gateway cannot sign faster than the module.
+                        prepared = bodies(token, label, algo, int(raw * 1.5 * args.seconds) + 1000)
+                        res = run_wrk(PORT, prepared, token, conc, args.seconds, work)
+                        if res["errors"]:
+                            raise SystemExit(f"{name} c{conc}: {res['errors']} non-2xx answers; see {work}/gateway.log")
+                        results.setdefault((name, conc), []).append((raw, res))
+                        print(f"round {r + 1} {name:8} c{conc}: raw {raw:8.0f}/s  gateway {res['rps']:8.0f}/s"
+                              f"  ratio {res['rps'] / raw:5.2f}  p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms", flush=True)
+        finally:
+            gw.terminate()
+            gw.wait(10)
+    print(f"\nSoftHSM2 via PKCS#11, {args.rounds} rounds of {args.seconds} s, medians; pool of {args.sessions} sessions; "
+          "raw = in-process threads, gateway = wrk over HTTP, same 2 cores:")
+    print(f"{'':14}{'raw signs/s':>13}{'signHash/s':>12}{'ratio':>8}{'p50':>9}{'p99':>9}")
+    for (name, conc), rows in results.items():
+        raw = statistics.median(x[0] for x in rows)
+        gw_rps = statistics.median(x[1]["rps"] for x in rows)
+        print(f"{name + ' c' + str(conc):14}{raw:13.0f}{gw_rps:12.0f}{gw_rps / raw:8.2f}"
+              f"{statistics.median(x[1]['p50'] for x in rows):7.2f}ms{statistics.median(x[1]['p99'] for x in rows):7.2f}ms")
+
+
+if __name__ == "__main__":
+    main()
