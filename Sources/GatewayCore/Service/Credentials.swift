@@ -100,9 +100,7 @@ extension Gateway {
 
     public func credentialInfo(_ caller: Caller, _ request: CredentialInfoRequest, _ context: OperationContext,
                                _ note: UsageNote = UsageNote()) async throws -> CredentialInfo {
-        note.stage("credential")
-        let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
-        note.credential(route)
+        let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         var info = credential.info
         if request.certInfo {
             // Fetched on demand: some upstreams (certomancer-csc-dummy) refuse certInfo, and the
@@ -135,9 +133,7 @@ extension Gateway {
 extension Gateway {
     public func authorize(_ caller: Caller, _ request: AuthorizeRequest, _ context: OperationContext,
                           _ note: UsageNote = UsageNote()) async throws -> AuthorizeResult {
-        note.stage("credential")
-        let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
-        note.credential(route)
+        let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         let info = credential.info
         guard info.key.status == .enabled else {
             throw CSCError.invalidRequest("The credential identified by credentialID is disabled")
@@ -208,9 +204,7 @@ extension Gateway {
 
     public func extendTransaction(_ caller: Caller, _ request: ExtendTransactionRequest, _ context: OperationContext,
                                   _ note: UsageNote = UsageNote()) async throws -> AuthorizeResult {
-        note.stage("credential")
-        let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
-        note.credential(route)
+        let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         note.stage("sad")
         let claims = try openSAD(request.sad, caller: caller, credentialID: route.id)
         let left = await usage.left(claims)
@@ -250,9 +244,7 @@ extension Gateway {
 
     public func sendChallenge(_ caller: Caller, _ request: ChallengeRequest, _ context: OperationContext,
                               _ note: UsageNote = UsageNote()) async throws -> ChallengeResult {
-        note.stage("credential")
-        let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
-        note.credential(route)
+        let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         guard credential.info.authFactors.contains(where: { $0.kind == .otp && $0.otpType == "online" }) else {
             throw CSCError.invalidRequest("The credential identified by credentialID has no online OTP")
         }

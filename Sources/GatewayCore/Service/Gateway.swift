@@ -45,9 +45,11 @@ public final class Gateway: Sendable {
     }
 
     /// Resolves a tenant's credential to its route, backend and (cached) upstream description.
-    func resolve(_ caller: Caller, _ credentialID: String, _ context: OperationContext) async throws
+    func resolve(_ caller: Caller, _ credentialID: String, _ context: OperationContext, _ note: UsageNote? = nil) async throws
         -> (CredentialRoute, any SigningBackend, UpstreamCredential) {
+        note?.stage("credential")
         let route = try directory.route(tenant: caller.tenantID, credentialID: credentialID)
+        note?.credential(route)
         let backend = try backend(route.upstream)
         let credential = try await catalog.credential(route, backend: backend, context)
         return (route, backend, credential)

@@ -14,9 +14,7 @@ extension Gateway {
         }
 
         // 2. Credential: the tenant's id, resolved to its upstream (another tenant's id is unknown).
-        note.stage("credential")
-        let (route, backend, credential) = try await resolve(caller, request.credentialID, context)
-        note.credential(route)
+        let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         guard credential.info.key.status == .enabled else {
             throw CSCError.invalidRequest("The credential identified by credentialID is disabled")
         }
