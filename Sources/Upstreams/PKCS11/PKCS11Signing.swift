@@ -1,7 +1,6 @@
 import CPKCS11
 import CSC
 import Foundation
-import SwiftASN1
 
 /// How one signHash request is carried out on a key: the PKCS#11 mechanism and its parameter,
 /// what is handed to `C_Sign` for each digest, and how its output becomes the CSC signature.
@@ -41,7 +40,10 @@ public struct PKCS11SigningPlan: Sendable {
             guard let parameters, !parameters.isEmpty else {
                 throw CSCError.invalidRequest("Missing (or invalid type) string parameter signAlgoParams")
             }
-            let pss = try PSSParameters(der: parameters)
+            let pss = try PSSParameters.parse(parameters)
+            guard [HashAlgorithm.sha256, .sha384, .sha512].contains(pss.hash), [HashAlgorithm.sha256, .sha384, .sha512].contains(pss.maskHash) else {
+                throw CSCError.invalidRequest("Invalid parameter signAlgoParams: only SHA-256, SHA-384 and SHA-512 (and MGF1 with them) are supported")
+            }
             if let hashAlgo, let named = try? HashAlgorithm.parse(hashAlgo, field: "hashAlgo"), named != pss.hash {
                 throw CSCError.invalidRequest("Invalid parameter hashAlgo: signAlgoParams name another hash (\(pss.hash.oid))")
             }
@@ -51,7 +53,7 @@ public struct PKCS11SigningPlan: Sendable {
                 throw CSCError.invalidRequest(
                     "Invalid parameter signAlgoParams: salt length \(pss.saltLength) does not fit a \(bits)-bit RSA key with this hash (at most \(maxSalt))")
             }
-            var params = CK_RSA_PKCS_PSS_PARAMS(hashAlg: pss.hash.pkcs11Mechanism, mgf: pss.hash.pkcs11MGF1,
+            var params = CK_RSA_PKCS_PSS_PARAMS(hashAlg: pss.hash.pkcs11Mechanism, mgf: pss.maskHash.pkcs11MGF1,
                                                 sLen: CK_ULONG(pss.saltLength))
             plan = PKCS11SigningPlan(mechanism: CKM_RSA_PKCS_PSS, parameter: withUnsafeBytes(of: &params) { Array($0) },
                                      prefix: [], hash: pss.hash, output: .asIs, maxSignatureLength: key.signatureSize)
@@ -82,66 +84,6 @@ public struct PKCS11SigningPlan: Sendable {
         let algorithm: [UInt8] = [0x30, UInt8(oid.count + 2)] + oid + [0x05, 0x00]
         let n = hash.digestLength
         return [0x30, UInt8(algorithm.count + 2 + n)] + algorithm + [0x04, UInt8(n)]
-    }
-}
-
-/// `RSASSA-PSS-params` (RFC 8017 A.2.3) from `signAlgoParams`. SHA-2 only; the hash
-/// AlgorithmIdentifiers may carry NULL parameters or none.
-public struct PSSParameters: Sendable, Equatable {
-    public let hash: HashAlgorithm
-    public let saltLength: Int
-
-    static let mgf1 = "1.2.840.113549.1.1.8"
-
-    public init(der: Data) throws {
-        let invalid = { (why: String) in CSCError.invalidRequest("Invalid parameter signAlgoParams: \(why)") }
-        var hashOID: String?, mgfHashOID: String?, mgfOID: String?
-        var salt: Int?, trailer: Int?
-        do {
-            let root = try DER.parse(Array(der))
-            try DER.sequence(root, identifier: .sequence) { nodes in
-                hashOID = try DER.optionalExplicitlyTagged(&nodes, tagNumber: 0, tagClass: .contextSpecific) {
-                    try Self.algorithm($0).oid
-                }
-                if let (oid, inner) = try DER.optionalExplicitlyTagged(&nodes, tagNumber: 1, tagClass: .contextSpecific, { node in
-                    try Self.algorithm(node)
-                }) {
-                    mgfOID = oid
-                    mgfHashOID = try inner.map { try Self.algorithm($0).oid }
-                }
-                salt = try DER.optionalExplicitlyTagged(&nodes, tagNumber: 2, tagClass: .contextSpecific) { try Int(derEncoded: $0) }
-                trailer = try DER.optionalExplicitlyTagged(&nodes, tagNumber: 3, tagClass: .contextSpecific) { try Int(derEncoded: $0) }
-            }
-        } catch {
-            throw invalid("not a DER RSASSA-PSS-params")
-        }
-        // Absent fields mean SHA-1, which CSC does not allow for signing.
-        guard let hashOID else { throw invalid("the hash defaults to SHA-1, which is too weak; name a SHA-2 hash") }
-        guard let hash = HashAlgorithm(rawValue: hashOID), [.sha256, .sha384, .sha512].contains(hash) else {
-            throw invalid("hash \(hashOID) is not supported (SHA-256, SHA-384, SHA-512)")
-        }
-        guard mgfOID == Self.mgf1, mgfHashOID == hashOID else {
-            throw invalid("the mask generation function must be MGF1 with the same hash as the signature")
-        }
-        guard let salt, salt >= 0 else { throw invalid("a salt length is required") }
-        guard trailer == nil || trailer == 1 else { throw invalid("trailerField must be 1") }
-        self.hash = hash
-        self.saltLength = salt
-    }
-
-    /// `AlgorithmIdentifier ::= SEQUENCE { OID, parameters ANY OPTIONAL }`: the OID and, when the
-    /// parameters are themselves an AlgorithmIdentifier (MGF1), that node.
-    static func algorithm(_ node: ASN1Node) throws -> (oid: String, parameters: ASN1Node?) {
-        try DER.sequence(node, identifier: .sequence) { nodes in
-            let oid = try ASN1ObjectIdentifier(derEncoded: &nodes)
-            var parameters: ASN1Node?
-            if let p = nodes.next() {
-                if p.identifier == .sequence { parameters = p } else if p.identifier != .null {
-                    throw ASN1Error.unexpectedFieldType(p.identifier)
-                }
-            }
-            return (oid.description, parameters)
-        }
     }
 }
 
