@@ -16,7 +16,7 @@ APT_PACKAGES := openssl curl wrk
 APT_FILES := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool \
 	libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h
 
-.PHONY: all build test unit-test e2e-test demo hsm-demo deps venv peers peers-stop bench check clean
+.PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm deps venv peers peers-stop bench check clean
 
 all: build
 
@@ -71,6 +71,11 @@ e2e-test:
 
 bench: deps venv peers
 	bash benchmarks/signhash.sh
+	bash benchmarks/hsm.sh
+
+# Local HSM only: raw SoftHSM2 sign rate versus signHash/s through the gateway (no peers needed).
+bench-hsm: deps venv
+	bash benchmarks/hsm.sh
 
 clean: peers-stop
 	rm -rf .run

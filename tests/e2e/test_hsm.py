@@ -270,3 +270,21 @@ def test_other_tenant_cannot_reach_hsm_credentials(hsm):
     r = hsm.post('credentials/info', {'credentialID': 'hsm-rsa'}, token=token)
     assert r.status_code == 400, r.text
     assert hsm.post('credentials/list', {}, token=token).json()['credentialIDs'] == []
+
+
+def test_v2_client_authorizes_with_auth_data_and_signs(hsm):
+    data = b'v2 through the HSM'
+    h = hashlib.sha256(data).digest()
+    r = hsm.post('credentials/authorize', {'credentialID': 'hsm-ec', 'numSignatures': 1, 'hashes': [b64(h)],
+                                           'hashAlgorithmOID': '2.16.840.1.101.3.4.2.1',
+                                           'authData': [{'id': 'PIN', 'value': '000000'}]}, v='v2')
+    assert r.status_code == 400 and r.json()['error'] in ('invalid_pin', 'invalid_authentication_data'), r.text
+    r = hsm.post('credentials/authorize', {'credentialID': 'hsm-ec', 'numSignatures': 1, 'hashes': [b64(h)],
+                                           'hashAlgorithmOID': '2.16.840.1.101.3.4.2.1',
+                                           'authData': [{'id': 'PIN', 'value': PIN}]}, v='v2')
+    assert r.status_code == 200, r.text
+    r = hsm.post('signatures/signHash', {'credentialID': 'hsm-ec', 'SAD': r.json()['SAD'], 'hashes': [b64(h)],
+                                         'hashAlgorithmOID': '2.16.840.1.101.3.4.2.1', 'signAlgo': ECDSA_SHA256}, v='v2')
+    assert r.status_code == 200, r.text
+    sig = base64.b64decode(r.json()['signatures'][0])
+    hsm.certificate('hsm-ec').public_key().verify(sig, data, ec.ECDSA(hashes.SHA256()))
