@@ -52,7 +52,12 @@ struct Serve: AsyncParsableCommand {
         for u in loaded.gateway.upstreams {
             guard let settings = u.pkcs11 else { continue }
             do {
-                hsms.append(try PKCS11Backend(name: u.name, settings: settings))
+                let hsm = try PKCS11Backend(name: u.name, settings: settings)
+                let context = OperationContext(requestID: "startup", logger: logger)
+                for problem in try await hsm.open(context) {
+                    logger.warning("HSM credential not usable", metadata: ["upstream": .string(u.name), "problem": .string(problem)])
+                }
+                hsms.append(hsm)
             } catch {
                 FileHandle.standardError.write(Data("upstream '\(u.name)': cannot open the PKCS#11 token: \(error)\n".utf8))
                 throw ExitCode(2)

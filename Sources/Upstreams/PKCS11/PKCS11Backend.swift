@@ -53,6 +53,27 @@ public final class PKCS11Backend: SigningBackend {
 
     public func shutdown() { token.shutdown() }
 
+    /// Logs in once (a wrong token PIN fails here, at start, not at the first signature) and
+    /// reads every configured key; returns a line for each credential whose key or
+    /// certificate is missing on the token.
+    public func open(_ context: OperationContext) async throws -> [String] {
+        do {
+            try await token.withSession { _ in }
+        } catch let error as PKCS11Error {
+            throw PKCS11LoadError(description: "cannot log in to token '\(settings.tokenLabel ?? "slot \(settings.slot ?? 0)")': \(error.name)")
+        }
+        var problems = [String]()
+        for c in settings.credentials {
+            do {
+                let m = try await keyMaterial(c.label, context, refresh: true)
+                if m.chain.isEmpty { problems.append("credential '\(c.label)': no certificate on the token (cscgate keys import-cert)") }
+            } catch {
+                problems.append("credential '\(c.label)': \((error as? CSCError)?.errorDescription ?? "\(error)")")
+            }
+        }
+        return problems
+    }
+
     // MARK: SigningBackend
 
     public func methods(_ context: OperationContext) async throws -> [CSCMethod] {
