@@ -147,13 +147,17 @@ struct Keys: AsyncParsableCommand {
         var threads: Int = 1
         @Option(name: .long, help: "Duration in seconds.")
         var seconds: Double = 3
+        @Flag(name: .long, help: "Go through a session pool like the gateway's (threads = sessions = concurrent tasks).")
+        var pool = false
 
         func run() async throws {
             let (tool, settings) = try hsm.open()
             defer { tool.token.shutdown() }
-            let (n, elapsed) = try await tool.rawSignRate(label: label, threads: threads, seconds: seconds,
-                                                          pin: try settings.pin.resolve())
-            print(String(format: "%d signatures in %.2f s: %.0f signatures/s (%d threads)", n, elapsed, Double(n) / elapsed, threads))
+            let (n, elapsed) = pool
+                ? try await tool.pooledSignRate(label: label, threads: threads, seconds: seconds, settings: settings)
+                : try await tool.rawSignRate(label: label, threads: threads, seconds: seconds, pin: try settings.pin.resolve())
+            print(String(format: "%d signatures in %.2f s: %.0f signatures/s (%d threads%@)", n, elapsed, Double(n) / elapsed,
+                         threads, pool ? ", session pool" : ""))
         }
     }
 

@@ -157,6 +157,41 @@ public struct PKCS11KeyTool: Sendable {
         return (tally.count, Date().timeIntervalSince(start))
     }
 
+    /// The same measurement through a session pool like the gateway's (`threads` sessions,
+    /// `threads` concurrent Swift tasks, each call hopping to a worker thread and back): the
+    /// difference to `rawSignRate` is the pool's own cost.
+    public func pooledSignRate(label: String, threads: Int, seconds: Double, settings: PKCS11Settings) async throws
+        -> (signatures: Int, seconds: Double) {
+        let pool = try PKCS11Token(modulePath: settings.modulePath, tokenLabel: settings.tokenLabel,
+                                   slot: settings.slot.map { UInt($0) }, pin: try settings.pin.resolve(), sessions: threads)
+        defer { pool.shutdown() }
+        let key = try await pool.withSession { try $0.describeKey(label) }
+        var isRSA = false
+        if case .rsa = key.kind { isRSA = true }
+        let plan = try PKCS11SigningPlan.make(signAlgo: isRSA ? SignatureAlgorithm.sha256WithRSA : SignatureAlgorithm.ecdsaWithSHA256,
+                                              hashAlgo: nil, parameters: nil, key: key, digestLengths: [32])
+        let input = plan.input(for: Data(SHA256.hash(data: Data("cscgate pooled sign rate".utf8))))
+        let start = Date()
+        let end = start.addingTimeInterval(seconds)
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<max(1, threads) {
+                group.addTask {
+                    var n = 0
+                    while Date() < end {
+                        _ = try await pool.withSession { s in
+                            try s.module.sign(s.handle, key: try s.privateKey(label), mechanism: plan.mechanism,
+                                              parameter: plan.parameter, data: input, maxLength: plan.maxSignatureLength)
+                        }
+                        n += 1
+                    }
+                    return n
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        return (total, Date().timeIntervalSince(start))
+    }
+
     /// `CN=Jane Doe,O=ACME,C=DE` (RFC 4514 order, most specific first; `\,` escapes a comma).
     public static func distinguishedName(_ text: String) throws -> DistinguishedName {
         var parts = [String](), current = "", escaped = false
