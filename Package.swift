@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // Wire types of CSC v1 and v2, the version-neutral model and the codecs between them.
@@ -61,12 +62,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The usage ledger: SQLite (embedded default), hash-chained per tenant, and reports.
+        // The usage ledger: SQLite (embedded default) or PostgreSQL (shared by several instances),
+        // hash-chained per tenant, and reports.
         .target(
             name: "Ledger",
             dependencies: [
                 "GatewayCore", "CSC",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -81,7 +85,15 @@ let package = Package(
         ),
         .testTarget(name: "CSCTests", dependencies: ["CSC"]),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "CSC"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "GatewayCore"]),
+        .testTarget(
+            name: "LedgerTests",
+            dependencies: [
+                "Ledger", "GatewayCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(
             name: "UpstreamsTests",
             dependencies: [

@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import GRDB
 
 /// Signs the head of a tenant's chain every `interval` events with the gateway's Ed25519 key,
 /// so that rewriting the whole chain (recomputing every hash) is detectable too: the rewriter
@@ -39,11 +38,11 @@ public struct CheckpointSigner: Sendable {
         Data("cscgate-checkpoint-v1\u{0}\(tenant)\u{0}\(seq)\u{0}\(hash.base64EncodedString())\u{0}\(timeMs)".utf8)
     }
 
-    func write(tenant: String, head: ChainHead, db: Database) throws {
+    /// A checkpoint over `head`, to be stored in the same transaction as the events it covers.
+    func sign(tenant: String, head: ChainHead) throws -> Checkpoint {
         let timeMs = Int64(Date().timeIntervalSince1970 * 1000)
         let signature = try key.signature(for: Self.message(tenant: tenant, seq: head.seq, hash: head.hash, timeMs: timeMs))
-        try db.execute(sql: """
-            INSERT OR REPLACE INTO checkpoints (tenant, seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)
-            """, arguments: [tenant, head.seq, head.hash, timeMs, Self.keyID(key.publicKey), signature])
+        return Checkpoint(tenant: tenant, seq: head.seq, hash: head.hash, timeMs: timeMs, keyID: Self.keyID(key.publicKey),
+                          signature: signature)
     }
 }

@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import GatewayCore
-import GRDB
 
 /// One break in a tenant's chain, named so a reviewer can find the row.
 public struct LedgerProblem: Sendable, CustomStringConvertible {
@@ -26,69 +25,71 @@ public struct LedgerVerification: Sendable {
 }
 
 /// Walks every tenant's chain from its first event, recomputing each link, and checks the
-/// signed checkpoints against it.
+/// signed checkpoints against it. The same walk for every backend: it reads through `LedgerStore`.
 public enum LedgerVerifier {
-    public static func verify(path: String, publicKey: Curve25519.Signing.PublicKey?, tenant: String? = nil) throws
+    /// Events read per round trip; memory stays bounded whatever the size of the ledger.
+    static let page = 5_000
+
+    /// A SQLite ledger file, opened read-only.
+    public static func verify(path: String, publicKey: Curve25519.Signing.PublicKey?, tenant: String? = nil) async throws
         -> LedgerVerification {
-        var config = Configuration()
-        config.readonly = true
-        let queue = try DatabaseQueue(path: path, configuration: config)
-        return try queue.read { db in try verify(db, publicKey: publicKey, tenant: tenant) }
+        try await verify(SQLiteLedgerStore(path: path), publicKey: publicKey, tenant: tenant)
     }
 
-    static func verify(_ db: Database, publicKey: Curve25519.Signing.PublicKey?, tenant only: String?) throws -> LedgerVerification {
+    public static func verify(_ store: any LedgerStore, publicKey: Curve25519.Signing.PublicKey?, tenant only: String? = nil)
+        async throws -> LedgerVerification {
         var result = LedgerVerification()
-        let tenants = try String.fetchAll(db, sql: "SELECT DISTINCT tenant FROM usage_events ORDER BY tenant")
-            .filter { only == nil || $0 == only }
+        let tenants = try await store.tenants().filter { only == nil || $0 == only }
         for tenant in tenants {
             var previousHash = ChainHead.genesis
             var expectedSeq: Int64 = 1
             var hashes = [Int64: Data]()
-            let rows = try Row.fetchCursor(db, sql: "SELECT * FROM usage_events WHERE tenant = ? ORDER BY seq", arguments: [tenant])
             var count = 0
-            while let row = try rows.next() {
-                count += 1
-                let seq: Int64 = row["seq"]
-                let id: String = row["id"]
-                let stored: Data = row["hash"]
-                let prev: Data = row["prev_hash"]
-                func problem(_ m: String) { result.problems.append(LedgerProblem(tenant: tenant, seq: seq, eventID: id, message: m)) }
-                if seq != expectedSeq {
-                    let missing = seq > expectedSeq ? "events \(expectedSeq)…\(seq - 1) are missing (deleted)" : "sequence goes back (reordered or inserted)"
-                    problem(missing)
+            var after = Int64.min
+            while true {
+                let rows = try await store.events(tenant: tenant, after: after, limit: page)
+                for row in rows {
+                    count += 1
+                    let seq = row.seq
+                    func problem(_ m: String) {
+                        result.problems.append(LedgerProblem(tenant: tenant, seq: seq, eventID: row.event.id, message: m))
+                    }
+                    if seq != expectedSeq {
+                        let missing = seq > expectedSeq ? "events \(expectedSeq)…\(seq - 1) are missing (deleted)" : "sequence goes back (reordered or inserted)"
+                        problem(missing)
+                    }
+                    if row.previousHash != previousHash {
+                        problem("does not link to the event before it (an event was inserted, deleted, reordered or edited before it)")
+                    }
+                    let recomputed = LedgerChain.link(previous: row.previousHash, seq: seq, event: row.event, timeMs: row.timeMs)
+                    if recomputed != row.hash {
+                        problem("content does not match its hash (the event was edited)")
+                    }
+                    hashes[seq] = row.hash
+                    previousHash = row.hash
+                    expectedSeq = seq + 1
                 }
-                if prev != previousHash {
-                    problem("does not link to the event before it (an event was inserted, deleted, reordered or edited before it)")
-                }
-                let event = LedgerRow.event(row)
-                let recomputed = LedgerChain.link(previous: prev, seq: seq, event: event, timeMs: row["time_ms"])
-                if recomputed != stored {
-                    problem("content does not match its hash (the event was edited)")
-                }
-                hashes[seq] = stored
-                previousHash = stored
-                expectedSeq = seq + 1
+                guard rows.count == page, let last = rows.last else { break }
+                after = last.seq
             }
             result.events[tenant] = count
             var verified = 0
-            for cp in try Row.fetchAll(db, sql: "SELECT * FROM checkpoints WHERE tenant = ? ORDER BY seq", arguments: [tenant]) {
-                let seq: Int64 = cp["seq"]
-                let hash: Data = cp["hash"]
+            for cp in try await store.checkpoints(tenant: tenant) {
                 func problem(_ m: String) {
-                    result.problems.append(LedgerProblem(tenant: tenant, seq: seq, eventID: nil, message: m))
+                    result.problems.append(LedgerProblem(tenant: tenant, seq: cp.seq, eventID: nil, message: m))
                 }
                 if let publicKey {
-                    let message = CheckpointSigner.message(tenant: tenant, seq: seq, hash: hash, timeMs: cp["time_ms"])
-                    if !publicKey.isValidSignature(cp["signature"] as Data, for: message) {
+                    let message = CheckpointSigner.message(tenant: tenant, seq: cp.seq, hash: cp.hash, timeMs: cp.timeMs)
+                    if !publicKey.isValidSignature(cp.signature, for: message) {
                         problem("checkpoint signature does not verify with the gateway's key")
                         continue
                     }
                 }
-                guard let chainHash = hashes[seq] else {
+                guard let chainHash = hashes[cp.seq] else {
                     problem("checkpoint names an event that is no longer in the ledger (events were deleted)")
                     continue
                 }
-                if chainHash != hash { problem("checkpoint does not match the chain: events up to here were rewritten") }
+                if chainHash != cp.hash { problem("checkpoint does not match the chain: events up to here were rewritten") }
                 verified += 1
             }
             result.checkpoints[tenant] = verified

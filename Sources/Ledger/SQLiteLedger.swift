@@ -10,7 +10,7 @@ import GRDB
 ///
 /// `record` returns once the batch holding the event is committed to disk, so the signHash
 /// answer waits for durability while many concurrent requests share one fsync.
-public actor SQLiteLedger: UsageLedger {
+public actor SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle {
     let pool: DatabasePool
     private var heads: [String: ChainHead]
     private var pending: [(UsageEvent, CheckedContinuation<Void, Error>)] = []
@@ -67,15 +67,113 @@ public actor SQLiteLedger: UsageLedger {
             try Row.fetchOne(db, sql: "SELECT * FROM usage_events WHERE id = ?", arguments: [id]).map(LedgerRow.event)
         }
     }
+
+    /// Appends already-made events in transactions of `chunk`, without the group-commit queue:
+    /// for imports and benchmarks, not for the request path.
+    public func load(_ events: [UsageEvent], chunk: Int = 50_000) async throws {
+        var start = 0
+        while start < events.count {
+            let slice = Array(events[start..<min(events.count, start + chunk)])
+            let startHeads = heads
+            let signer = checkpoints
+            heads = try await pool.write { db in try LedgerWriter.append(slice, heads: startHeads, checkpoints: signer, db: db) }
+            start += chunk
+        }
+    }
+
+    /// Nothing to let go: every pending record is awaited by its caller, and the file closes
+    /// with the last reference.
+    public func shutdown() async {}
+
+    public nonisolated func tenants() async throws -> [String] { try await SQLiteLedgerStore.tenants(pool) }
+    public nonisolated func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await SQLiteLedgerStore.events(pool, tenant: tenant, after: seq, limit: limit)
+    }
+    public nonisolated func checkpoints(tenant: String) async throws -> [Checkpoint] {
+        try await SQLiteLedgerStore.checkpoints(pool, tenant: tenant)
+    }
+    public nonisolated func reportLines(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws
+        -> [UsageReport.Line] {
+        try await SQLiteLedgerStore.reportLines(pool, tenant: tenant, from: from, to: to, grouping: grouping)
+    }
 }
 
-/// The last link of a tenant's chain.
-struct ChainHead: Sendable {
-    var seq: Int64
-    var hash: Data
+/// Reads a SQLite ledger file for `ledger verify` and `report`, read-only.
+public struct SQLiteLedgerStore: LedgerStore {
+    let reader: any DatabaseReader
 
-    static let genesis = Data(repeating: 0, count: 32)
+    public init(path: String) throws {
+        var config = Configuration()
+        config.readonly = true
+        reader = try DatabaseQueue(path: path, configuration: config)
+    }
 
+    public func tenants() async throws -> [String] { try await Self.tenants(reader) }
+    public func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await Self.events(reader, tenant: tenant, after: seq, limit: limit)
+    }
+    public func checkpoints(tenant: String) async throws -> [Checkpoint] { try await Self.checkpoints(reader, tenant: tenant) }
+    public func reportLines(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws
+        -> [UsageReport.Line] {
+        try await Self.reportLines(reader, tenant: tenant, from: from, to: to, grouping: grouping)
+    }
+
+    static func tenants(_ reader: any DatabaseReader) async throws -> [String] {
+        try await reader.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT tenant FROM usage_events ORDER BY tenant") }
+    }
+
+    static func events(_ reader: any DatabaseReader, tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await reader.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM usage_events WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?",
+                             arguments: [tenant, seq, limit])
+                .map { StoredEvent(seq: $0["seq"], event: LedgerRow.event($0), timeMs: $0["time_ms"], previousHash: $0["prev_hash"],
+                                   hash: $0["hash"]) }
+        }
+    }
+
+    static func checkpoints(_ reader: any DatabaseReader, tenant: String) async throws -> [Checkpoint] {
+        try await reader.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM checkpoints WHERE tenant = ? ORDER BY seq", arguments: [tenant]).map {
+                Checkpoint(tenant: $0["tenant"], seq: $0["seq"], hash: $0["hash"], timeMs: $0["time_ms"], keyID: $0["key_id"],
+                           signature: $0["signature"])
+            }
+        }
+    }
+
+    static func groupingSQL(_ g: UsageReport.Grouping) -> String {
+        switch g {
+        case .day: "(time_ms / 86400000)"
+        case .client: "client"
+        case .credential: "COALESCE(credential, '-')"
+        case .upstream: "COALESCE(upstream, '-')"
+        case .outcome: "outcome"
+        case .operation: "operation"
+        }
+    }
+
+    /// Days are grouped as numbers (cheaper than formatting every row) and named after.
+    static func key(_ row: Row, _ grouping: UsageReport.Grouping) -> String {
+        if grouping == .day { return (row["k"] as Int64?).map(UsageReport.dayKey) ?? "-" }
+        return row["k"] ?? "-"
+    }
+
+    static func reportLines(_ reader: any DatabaseReader, tenant: String, from: Date, to: Date,
+                            grouping: UsageReport.Grouping) async throws -> [UsageReport.Line] {
+        try await reader.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT \(groupingSQL(grouping)) AS k, COUNT(*) AS n,
+                  SUM(outcome = 'ok') AS ok, SUM(outcome = 'denied') AS denied, SUM(outcome = 'failed') AS failed,
+                  SUM(CASE WHEN outcome = 'ok' THEN signatures ELSE 0 END) AS billed
+                FROM usage_events WHERE tenant = ? AND time_ms >= ? AND time_ms < ?
+                GROUP BY k ORDER BY k
+                """, arguments: [tenant, LedgerChain.timeMs(from), LedgerChain.timeMs(to)])
+            .map { UsageReport.Line(key: key($0, grouping), operations: $0["n"], ok: $0["ok"], denied: $0["denied"],
+                                    failed: $0["failed"], billedSignatures: $0["billed"]) }
+        }
+    }
+}
+
+extension ChainHead {
     static func loadAll(_ db: Database) throws -> [String: ChainHead] {
         var heads = [String: ChainHead]()
         for row in try Row.fetchAll(db, sql: """
@@ -91,59 +189,31 @@ struct ChainHead: Sendable {
 enum LedgerWriter {
     static func append(_ events: [UsageEvent], heads: [String: ChainHead], checkpoints: CheckpointSigner?,
                        db: Database) throws -> [String: ChainHead] {
-        var heads = heads
-        var seen = Set<String>()
+        // A retried request (same deterministic id) is recorded once.
         let exists = try db.cachedStatement(sql: "SELECT 1 FROM usage_events WHERE id = ?")
+        var fresh = [UsageEvent]()
+        fresh.reserveCapacity(events.count)
+        for e in events where try Bool.fetchOne(exists, arguments: [e.id]) != true { fresh.append(e) }
+        let chained = try LedgerChain.extend(fresh, after: heads, signer: checkpoints)
         let insert = try db.cachedStatement(sql: """
             INSERT INTO usage_events (tenant, seq, id, time_ms, client, credential, upstream, operation, signatures,
               sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        var crossed = Set<String>()
-        for e in events {
-            // A retried request (same deterministic id) is recorded once.
-            guard seen.insert(e.id).inserted, try Bool.fetchOne(exists, arguments: [e.id]) != true else { continue }
-            let head = heads[e.tenantID] ?? ChainHead(seq: 0, hash: ChainHead.genesis)
-            let seq = head.seq + 1
-            let timeMs = Int64((e.time.timeIntervalSince1970 * 1000).rounded())
-            let hash = LedgerChain.link(previous: head.hash, seq: seq, event: e, timeMs: timeMs)
+        for r in chained.rows {
+            let e = r.event
             try insert.execute(arguments: [
-                e.tenantID, seq, e.id, timeMs, e.clientID, e.credentialID, e.upstream, e.operation, e.signatures,
+                e.tenantID, r.seq, e.id, r.timeMs, e.clientID, e.credentialID, e.upstream, e.operation, e.signatures,
                 e.signAlgorithm, e.hashAlgorithm, e.outcome.rawValue, e.stage, e.reason, e.latencyMicros, e.requestID,
-                e.evidence, e.answer, head.hash, hash,
+                e.evidence, e.answer, r.previousHash, r.hash,
             ])
-            heads[e.tenantID] = ChainHead(seq: seq, hash: hash)
-            if let checkpoints, seq % Int64(checkpoints.interval) == 0 { crossed.insert(e.tenantID) }
         }
-        if let checkpoints {
-            for tenant in crossed.sorted() {
-                guard let head = heads[tenant] else { continue }
-                try checkpoints.write(tenant: tenant, head: head, db: db)
-            }
+        for cp in chained.checkpoints {
+            try db.execute(sql: """
+                INSERT OR REPLACE INTO checkpoints (tenant, seq, hash, time_ms, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [cp.tenant, cp.seq, cp.hash, cp.timeMs, cp.keyID, cp.signature])
         }
-        return heads
-    }
-}
-
-/// How one event is linked to the one before it.
-public enum LedgerChain {
-    /// SHA-256 over the previous link and the event's canonical form (every field that matters
-    /// for billing and audit; the stored answer is evidence and stays outside).
-    static func link(previous: Data, seq: Int64, event e: UsageEvent, timeMs: Int64) -> Data {
-        var fields: [String: JSONValue] = [
-            "seq": .number(Double(seq)), "id": .string(e.id), "time_ms": .number(Double(timeMs)),
-            "tenant": .string(e.tenantID), "client": .string(e.clientID), "operation": .string(e.operation),
-            "signatures": .int(e.signatures), "outcome": .string(e.outcome.rawValue),
-            "latency_us": .int(e.latencyMicros), "request_id": .string(e.requestID),
-        ]
-        for (k, v) in [("credential", e.credentialID), ("upstream", e.upstream), ("sign_algo", e.signAlgorithm),
-                       ("hash_algo", e.hashAlgorithm), ("stage", e.stage), ("reason", e.reason), ("evidence", e.evidence)] {
-            if let v { fields[k] = .string(v) }
-        }
-        var h = SHA256()
-        h.update(data: previous)
-        h.update(data: JSONValue.object(fields).serialized())
-        return Data(h.finalize())
+        return chained.heads
     }
 }
 

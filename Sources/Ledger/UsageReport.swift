@@ -1,23 +1,11 @@
 import Foundation
 import GatewayCore
-import GRDB
 
 /// Usage of one tenant over a period, grouped one way. Billing counts signatures of ok
 /// operations only; denied and failed ones are counted but never billed.
 public struct UsageReport: Sendable {
     public enum Grouping: String, Sendable, CaseIterable {
         case day, client, credential, upstream, outcome, operation
-
-        var sql: String {
-            switch self {
-            case .day: "strftime('%Y-%m-%d', time_ms / 1000, 'unixepoch')"
-            case .client: "client"
-            case .credential: "COALESCE(credential, '-')"
-            case .upstream: "COALESCE(upstream, '-')"
-            case .outcome: "outcome"
-            case .operation: "operation"
-            }
-        }
     }
 
     public struct Line: Sendable, Equatable {
@@ -43,22 +31,31 @@ public struct UsageReport: Sendable {
     }
 
     /// [from, to): `to` is excluded, so consecutive periods never count an event twice.
-    public static func make(path: String, tenant: String, from: Date, to: Date, grouping: Grouping) throws -> UsageReport {
-        var config = Configuration()
-        config.readonly = true
-        let queue = try DatabaseQueue(path: path, configuration: config)
-        let lines = try queue.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT \(grouping.sql) AS k, COUNT(*) AS n,
-                  SUM(outcome = 'ok') AS ok, SUM(outcome = 'denied') AS denied, SUM(outcome = 'failed') AS failed,
-                  SUM(CASE WHEN outcome = 'ok' THEN signatures ELSE 0 END) AS billed
-                FROM usage_events WHERE tenant = ? AND time_ms >= ? AND time_ms < ?
-                GROUP BY k ORDER BY k
-                """, arguments: [tenant, Int64(from.timeIntervalSince1970 * 1000), Int64(to.timeIntervalSince1970 * 1000)])
-            .map { Line(key: $0["k"] ?? "-", operations: $0["n"], ok: $0["ok"], denied: $0["denied"], failed: $0["failed"],
-                        billedSignatures: $0["billed"]) }
-        }
+    public static func make(_ store: any LedgerStore, tenant: String, from: Date, to: Date, grouping: Grouping) async throws
+        -> UsageReport {
+        let lines = try await store.reportLines(tenant: tenant, from: from, to: to, grouping: grouping)
         return UsageReport(tenant: tenant, from: from, to: to, grouping: grouping, lines: lines)
+    }
+
+    /// A SQLite ledger file, opened read-only.
+    public static func make(path: String, tenant: String, from: Date, to: Date, grouping: Grouping) async throws -> UsageReport {
+        try await make(SQLiteLedgerStore(path: path), tenant: tenant, from: from, to: to, grouping: grouping)
+    }
+
+    /// `YYYY-MM-DD` (UTC) of a day counted from 1970-01-01.
+    static func dayKey(_ epochDay: Int64) -> String {
+        // Civil-from-days (H. Hinnant): exact for any day, no formatter or calendar needed.
+        let z = epochDay + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        func pad(_ v: Int64, _ n: Int) -> String { String(repeating: "0", count: max(0, n - String(v).count)) + String(v) }
+        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))"
     }
 
     public var csv: String {

@@ -65,7 +65,7 @@ struct Serve: AsyncParsableCommand {
         }
         defer { for h in hsms { h.shutdown() } }
         let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
-        let ledger = try openLedger(loaded.gateway.ledger)
+        let ledger = try await openLedger(loaded.gateway.ledger)
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
                               ledger: ledger)
         logger.info("starting", metadata: [
@@ -77,9 +77,11 @@ struct Serve: AsyncParsableCommand {
             try await app.runService()
         } catch {
             for u in upstreams { await u.shutdown() }
+            await ledger.shutdown()
             throw error
         }
         for u in upstreams { await u.shutdown() }
+        await ledger.shutdown()
     }
 
     /// Without a configured key, SADs are sealed with a key that dies with the process.

@@ -4,32 +4,51 @@ import Foundation
 import GatewayCore
 import Ledger
 
-/// Opens the configured ledger; a gateway that cannot record does not start.
-func openLedger(_ settings: GatewayConfiguration.LedgerSettings) throws -> SQLiteLedger {
+/// Opens the configured ledger (SQLite file or PostgreSQL database, migrated); a gateway that
+/// cannot record does not start.
+func openLedger(_ settings: GatewayConfiguration.LedgerSettings) async throws -> any UsageLedger & LedgerLifecycle {
     do {
         let signer = try CheckpointSigner.loadOrCreate(keyFile: settings.checkpointKeyFile, interval: settings.checkpointInterval)
-        return try SQLiteLedger(path: settings.path, checkpoints: signer)
+        return try await LedgerBackends.openLedger(settings, signer: signer)
     } catch {
-        FileHandle.standardError.write(Data("cannot open the usage ledger at \(settings.path): \(error)\n".utf8))
+        FileHandle.standardError.write(Data("cannot open the usage ledger at \(settings.location): \(error)\n".utf8))
         throw ExitCode(2)
     }
 }
 
-struct LedgerCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ledger", abstract: "The usage ledger.",
-                                                    subcommands: [Verify.self])
+/// Runs `body` over a reader of the configured ledger; an unreachable ledger exits with 2.
+func withLedgerStore<T: Sendable>(_ settings: GatewayConfiguration.LedgerSettings,
+                                  _ body: (any LedgerStore) async throws -> T) async throws -> T {
+    do {
+        return try await LedgerBackends.withStore(settings, body)
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        FileHandle.standardError.write(Data("cannot read the usage ledger at \(settings.location): \(error)\n".utf8))
+        throw ExitCode(2)
+    }
+}
 
-    struct Verify: ParsableCommand {
+struct LedgerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ledger", abstract: "The usage ledger.",
+                                                    subcommands: [Verify.self, LedgerBench.self])
+
+    struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Recompute every tenant's hash chain and check the signed checkpoints; name each break.")
 
         @OptionGroup var options: ConfigOption
         @Option(help: "Only this tenant.") var tenant: String?
 
-        func run() throws {
+        func run() async throws {
             let settings = try loadSettings(options.config)
             let publicKey = try CheckpointSigner.loadOrCreate(keyFile: settings.checkpointKeyFile, interval: 1).publicKey
-            let result = try LedgerVerifier.verify(path: settings.path, publicKey: publicKey, tenant: tenant)
+            let tenant = tenant
+            let result = try await withLedgerStore(settings) { store in
+                try await LedgerVerifier.verify(store, publicKey: publicKey, tenant: tenant)
+            }
             for (t, n) in result.events.sorted(by: { $0.key < $1.key }) {
                 print("\(t): \(n) events, \(result.checkpoints[t] ?? 0) signed checkpoints verified")
             }
@@ -43,7 +62,7 @@ struct LedgerCommand: ParsableCommand {
     }
 }
 
-struct Report: ParsableCommand {
+struct Report: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "A tenant's usage over a period, grouped, as CSV or JSON.")
 
     @OptionGroup var options: ConfigOption
@@ -54,7 +73,7 @@ struct Report: ParsableCommand {
     var groupBy: String = "day"
     @Option(help: "csv or json.") var format: String = "csv"
 
-    func run() throws {
+    func run() async throws {
         guard let grouping = UsageReport.Grouping(rawValue: groupBy) else {
             throw ValidationError("--group-by must be one of \(UsageReport.Grouping.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -62,7 +81,10 @@ struct Report: ParsableCommand {
             throw ValidationError("--from and --to must be dates (YYYY-MM-DD or ISO 8601) with --from before --to")
         }
         let settings = try loadSettings(options.config)
-        let report = try UsageReport.make(path: settings.path, tenant: tenant, from: start, to: end, grouping: grouping)
+        let tenant = tenant
+        let report = try await withLedgerStore(settings) { store in
+            try await UsageReport.make(store, tenant: tenant, from: start, to: end, grouping: grouping)
+        }
         switch format {
         case "csv": print(report.csv, terminator: "")
         case "json": print(String(decoding: report.json, as: UTF8.self))

@@ -18,12 +18,117 @@ public struct GatewayConfiguration: Sendable {
     public var upstreams: [UpstreamConfiguration]
     public var ledger: LedgerSettings
 
-    /// Where usage is recorded. The embedded default is a SQLite file next to gateway.yaml.
+    /// Where usage is recorded. The embedded default is a SQLite file next to gateway.yaml;
+    /// several instances share one PostgreSQL database instead.
     public struct LedgerSettings: Sendable {
-        public var path: String
+        public enum Store: Sendable, Equatable {
+            /// `ledger.path`: one SQLite file (WAL), one gateway process.
+            case sqlite(path: String)
+            /// `ledger.url`: a PostgreSQL database that several gateway instances write together.
+            case postgres(PostgresLedgerSettings)
+        }
+
+        public var store: Store
         /// The Ed25519 key that signs chain checkpoints; created on first start if missing.
+        /// Every instance writing one PostgreSQL ledger must use the same key.
         public var checkpointKeyFile: String
         public var checkpointInterval: Int
+
+        public init(store: Store, checkpointKeyFile: String, checkpointInterval: Int) {
+            self.store = store; self.checkpointKeyFile = checkpointKeyFile; self.checkpointInterval = checkpointInterval
+        }
+
+        /// The SQLite file, when the ledger is one.
+        public var path: String? {
+            if case .sqlite(let path) = store { return path }
+            return nil
+        }
+
+        /// Names the ledger for messages: the file, or the URL (which never holds a password).
+        public var location: String {
+            switch store {
+            case .sqlite(let path): path
+            case .postgres(let pg): pg.url
+            }
+        }
+    }
+
+    /// `ledger.url: postgres://user@host:port/database`; the password, where one is needed,
+    /// comes from `passwordEnv` or `passwordFile`, never from the YAML.
+    public struct PostgresLedgerSettings: Sendable, Equatable {
+        public enum TLSMode: String, Sendable, Equatable, CaseIterable {
+            case disable, prefer, require
+        }
+
+        public var host: String
+        public var port: Int
+        public var username: String
+        public var database: String
+        public var password: SecretReference?
+        public var tls: TLSMode
+        /// The schema holding the ledger's tables (created if missing).
+        public var schema: String
+        /// Connections this instance opens at most.
+        public var maxConnections: Int
+
+        public init(host: String, port: Int = 5432, username: String, database: String, password: SecretReference? = nil,
+                    tls: TLSMode = .prefer, schema: String = "public", maxConnections: Int = 8) {
+            self.host = host; self.port = port; self.username = username; self.database = database
+            self.password = password; self.tls = tls; self.schema = schema; self.maxConnections = maxConnections
+        }
+
+        /// The URL without any secret.
+        public var url: String {
+            let h = host.contains(":") ? "[\(host)]" : host
+            return "postgres://\(username)@\(h):\(port)/\(database)" + (schema == "public" ? "" : " (schema \(schema))")
+        }
+
+        /// Parses `postgres://user@host[:port]/database[?sslmode=disable|prefer|require]`; the
+        /// error says what is wrong, never repeating a password.
+        public static func parse(url text: String) -> Result<PostgresLedgerSettings, ParseError> {
+            guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased() else {
+                return .failure(ParseError("not a URL; expected postgres://user@host:port/database"))
+            }
+            guard scheme == "postgres" || scheme == "postgresql" else {
+                return .failure(ParseError("the scheme must be postgres:// (got \(scheme)://)"))
+            }
+            if components.password != nil {
+                return .failure(ParseError("the URL must not hold a password; use passwordEnv or passwordFile"))
+            }
+            guard let user = components.user, !user.isEmpty else {
+                return .failure(ParseError("the URL names no user: postgres://USER@host:port/database"))
+            }
+            guard let host = components.host, !host.isEmpty else {
+                return .failure(ParseError("the URL names no host: postgres://user@HOST:port/database"))
+            }
+            let port = components.port ?? 5432
+            guard (1...65535).contains(port) else { return .failure(ParseError("the port must be between 1 and 65535")) }
+            var database = components.path
+            while database.hasPrefix("/") { database.removeFirst() }
+            guard !database.isEmpty, !database.contains("/") else {
+                return .failure(ParseError("the URL names no database: postgres://user@host:port/DATABASE"))
+            }
+            var tls = TLSMode.prefer
+            for item in components.queryItems ?? [] {
+                switch item.name {
+                case "sslmode":
+                    guard let mode = item.value.flatMap(TLSMode.init(rawValue:)) else {
+                        return .failure(ParseError("sslmode must be one of \(TLSMode.allCases.map(\.rawValue).joined(separator: ", "))"))
+                    }
+                    tls = mode
+                default:
+                    return .failure(ParseError("unknown URL parameter '\(item.name)' (supported: sslmode)"))
+                }
+            }
+            return .success(PostgresLedgerSettings(host: host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host,
+                                                   port: port, username: user.removingPercentEncoding ?? user,
+                                                   database: database.removingPercentEncoding ?? database, tls: tls))
+        }
+
+        public struct ParseError: Error, Sendable, CustomStringConvertible {
+            public let description: String
+            init(_ d: String) { description = d }
+        }
     }
 
     public struct ServiceDescription: Sendable {

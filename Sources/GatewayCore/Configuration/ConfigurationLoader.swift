@@ -80,12 +80,7 @@ public enum ConfigurationLoader {
             sad.keyFile = s.string("keyFile").map { resolve($0, base: base) }
             sad.maxLifetime = s.int("maxLifetime", default: 3600, range: 10...86400)
         }
-        let ledgerMap = root.map("ledger")
-        ledgerMap?.rejectUnknownKeys(["path", "checkpointKeyFile", "checkpointInterval"])
-        let ledger = GatewayConfiguration.LedgerSettings(
-            path: resolve(ledgerMap?.string("path") ?? "ledger.sqlite", base: base),
-            checkpointKeyFile: resolve(ledgerMap?.string("checkpointKeyFile") ?? "ledger-checkpoint.key", base: base),
-            checkpointInterval: ledgerMap?.int("checkpointInterval", default: 1000, range: 1...1_000_000) ?? 1000)
+        let ledger = parseLedger(root.map("ledger"), base: base)
         let limits = root.map("limits")
         limits?.rejectUnknownKeys(["maxBodyBytes", "maxHashesPerRequest"])
         var upstreams = [UpstreamConfiguration]()
@@ -106,6 +101,48 @@ public enum ConfigurationLoader {
             maxBodyBytes: limits?.int("maxBodyBytes", default: 1 << 20, range: 1024...(64 << 20)) ?? (1 << 20),
             maxHashesPerRequest: limits?.int("maxHashesPerRequest", default: 1000, range: 1...100_000) ?? 1000,
             upstreams: upstreams, ledger: ledger)
+    }
+
+    /// `ledger:` either `path` (SQLite, the default) or `url` (PostgreSQL) with the password
+    /// from `passwordEnv`/`passwordFile` when the server asks for one.
+    static func parseLedger(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.LedgerSettings {
+        m?.rejectUnknownKeys(["path", "url", "passwordEnv", "passwordFile", "schema", "maxConnections", "checkpointKeyFile",
+                              "checkpointInterval"])
+        let keyFile = resolve(m?.string("checkpointKeyFile") ?? "ledger-checkpoint.key", base: base)
+        let interval = m?.int("checkpointInterval", default: 1000, range: 1...1_000_000) ?? 1000
+        let sqlite = GatewayConfiguration.LedgerSettings.Store.sqlite(path: resolve(m?.string("path") ?? "ledger.sqlite", base: base))
+        guard let m, let url = m.string("url") else {
+            if let m {
+                for key in ["passwordEnv", "passwordFile", "schema", "maxConnections"] where m[key] != nil {
+                    m.log.add("'\(m.key(key))' applies to a PostgreSQL ledger only (set 'ledger.url')", at: m[key])
+                }
+            }
+            return .init(store: sqlite, checkpointKeyFile: keyFile, checkpointInterval: interval)
+        }
+        if m["path"] != nil {
+            m.log.add("'ledger.path' (SQLite) and 'ledger.url' (PostgreSQL) exclude each other", at: m["path"])
+        }
+        var settings: GatewayConfiguration.PostgresLedgerSettings
+        switch GatewayConfiguration.PostgresLedgerSettings.parse(url: url) {
+        case .success(let s): settings = s
+        case .failure(let error):
+            m.log.add("'\(m.key("url"))': \(error)", at: m["url"])
+            return .init(store: sqlite, checkpointKeyFile: keyFile, checkpointInterval: interval)
+        }
+        if let env = m.string("passwordEnv") { settings.password = .environment(env) }
+        if let file = m.string("passwordFile") {
+            if m["passwordEnv"] != nil { m.log.add("'ledger.passwordEnv' and 'ledger.passwordFile' exclude each other", at: m["passwordFile"]) }
+            settings.password = .file(resolve(file, base: base))
+        }
+        if let schema = m.string("schema") {
+            let valid = schema.first.map { $0 == "_" || ($0.isASCII && $0.isLowercase) } == true
+                && schema.count <= 63 && schema.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLowercase || $0.isNumber)) }
+            if valid { settings.schema = schema } else {
+                m.log.add("'ledger.schema' must be a lower-case identifier (a-z, 0-9, _; at most 63 characters)", at: m["schema"])
+            }
+        }
+        settings.maxConnections = m.int("maxConnections", default: 8, range: 1...200)
+        return .init(store: .postgres(settings), checkpointKeyFile: keyFile, checkpointInterval: interval)
     }
 
     static func parseUpstream(_ u: YAMLMap, base: URL) -> UpstreamConfiguration? {
