@@ -14,9 +14,12 @@ APT_PACKAGES := openssl curl wrk
 # Packages found by a file rather than a command of the same name (package:file): SoftHSM2 (the
 # demo and test HSM), OpenSC (pkcs11-tool, to inspect tokens), the PKCS#11 header.
 APT_FILES := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-tool \
-	libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h
+	libp11-kit-dev:/usr/include/p11-kit-1/p11-kit/pkcs11.h postgresql:/usr/lib/postgresql/15/bin/postgres
+# The PostgreSQL ledger's tests and benchmark: scripts/postgres.sh runs a server on loopback.
+PG_TEST_URL := postgres://cscgate@127.0.0.1:55432/cscgate_test?sslmode=disable
 
-.PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm deps venv peers peers-stop bench check clean
+.PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm bench-ledger deps venv peers peers-stop postgres \
+	postgres-stop bench check clean
 
 all: build
 
@@ -43,6 +46,12 @@ peers: venv
 peers-stop:
 	bash scripts/peers.sh stop
 
+postgres: deps
+	bash scripts/postgres.sh start
+
+postgres-stop:
+	bash scripts/postgres.sh stop
+
 .run/sad.key:
 	@mkdir -p .run && umask 077 && head -c 32 /dev/urandom | base64 > .run/sad.key
 
@@ -61,7 +70,8 @@ demo: deps venv build peers .run/sad.key hsm-demo
 # Unit tests (Swift Testing), then the end-to-end tests against the real peers and pyHanko.
 test: deps venv
 	$(SWIFT) build --build-tests
-	$(MAKE) unit-test e2e-test
+	bash scripts/postgres.sh start
+	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' $(MAKE) unit-test e2e-test
 
 unit-test:
 	$(SWIFT) test --skip-build
@@ -77,5 +87,9 @@ bench: deps venv peers
 bench-hsm: deps venv
 	bash benchmarks/hsm.sh
 
-clean: peers-stop
+# The ledger alone: durable events/s on SQLite and PostgreSQL, report time over 1,000,000 events.
+bench-ledger: deps postgres
+	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' python3 benchmarks/ledger.py
+
+clean: peers-stop postgres-stop
 	rm -rf .run
