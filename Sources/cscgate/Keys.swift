@@ -149,15 +149,18 @@ struct Keys: AsyncParsableCommand {
         var seconds: Double = 3
         @Flag(name: .long, help: "Go through a session pool like the gateway's (threads = sessions = concurrent tasks).")
         var pool = false
+        @Flag(name: .long, help: "With --pool: run each call on the calling thread instead of a pool thread.")
+        var inline = false
 
         func run() async throws {
             let (tool, settings) = try hsm.open()
             defer { tool.token.shutdown() }
             let (n, elapsed) = pool
-                ? try await tool.pooledSignRate(label: label, threads: threads, seconds: seconds, settings: settings)
+                ? try await tool.pooledSignRate(label: label, threads: threads, seconds: seconds, settings: settings,
+                                               execution: inline ? .inline : .poolThread)
                 : try await tool.rawSignRate(label: label, threads: threads, seconds: seconds, pin: try settings.pin.resolve())
             print(String(format: "%d signatures in %.2f s: %.0f signatures/s (%d threads%@)", n, elapsed, Double(n) / elapsed,
-                         threads, pool ? ", session pool" : ""))
+                         threads, pool ? (inline ? ", session pool, inline" : ", session pool") : ""))
         }
     }
 

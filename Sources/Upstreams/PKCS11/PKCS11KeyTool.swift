@@ -160,7 +160,8 @@ public struct PKCS11KeyTool: Sendable {
     /// The same measurement through a session pool like the gateway's (`threads` sessions,
     /// `threads` concurrent Swift tasks, each call hopping to a worker thread and back): the
     /// difference to `rawSignRate` is the pool's own cost.
-    public func pooledSignRate(label: String, threads: Int, seconds: Double, settings: PKCS11Settings) async throws
+    public func pooledSignRate(label: String, threads: Int, seconds: Double, settings: PKCS11Settings,
+                               execution: PKCS11Token.Execution = .poolThread) async throws
         -> (signatures: Int, seconds: Double) {
         let pool = try PKCS11Token(modulePath: settings.modulePath, tokenLabel: settings.tokenLabel,
                                    slot: settings.slot.map { UInt($0) }, pin: try settings.pin.resolve(), sessions: threads)
@@ -178,7 +179,7 @@ public struct PKCS11KeyTool: Sendable {
                 group.addTask {
                     var n = 0
                     while Date() < end {
-                        _ = try await pool.withSession { s in
+                        _ = try await pool.withSession(execution) { s in
                             try s.module.sign(s.handle, key: try s.privateKey(label), mechanism: plan.mechanism,
                                               parameter: plan.parameter, data: input, maxLength: plan.maxSignatureLength)
                         }

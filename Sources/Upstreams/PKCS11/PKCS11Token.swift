@@ -2,14 +2,16 @@ import CPKCS11
 import Foundation
 import Synchronization
 
-/// One token of a PKCS#11 module, reached through a fixed set of worker threads, each owning
-/// one logged-in session. The pool size bounds concurrency into the HSM, and blocking
-/// PKCS#11 calls never run on Swift's cooperative threads.
+/// One token of a PKCS#11 module behind a pool of `sessions` logged-in sessions. A call checks
+/// a session out (waiting its turn when all are busy, so the pool bounds concurrency into the
+/// HSM), runs on it, and checks it back in. Slow calls (RSA) run on the pool's own threads so
+/// that blocking PKCS#11 calls do not hold Swift's cooperative threads; calls known to take
+/// tens of microseconds (ECDSA) may run inline, where a thread hop would cost more than the call.
 ///
 /// A call that fails because its session went stale (closed behind our back, logged out,
 /// module finalised, token pulled or re-initialised) drops the session, recovers — a new
 /// session, a new login, the slot found again by label, the module initialised again if need
-/// be — and is tried once more.
+/// be — and is tried again.
 public final class PKCS11Token: @unchecked Sendable {
     public let module: PKCS11Module
     public let tokenLabel: String?
@@ -18,26 +20,41 @@ public final class PKCS11Token: @unchecked Sendable {
     // Kept to log in again after a recovery; never logged, never in an error message.
     private let pin: String
     private let state: Mutex<State>
+    private let pool: Mutex<Pool>
     private let queue = JobQueue()
-    private var threads: [Thread] = []
     private let recoveryCount = Atomic<Int>(0)
 
     struct State {
         var slot: CK_SLOT_ID?
         /// Bumped whenever sessions and object handles of before are void (re-initialisation,
-        /// slot found anew); a worker whose session is older drops it without closing it.
+        /// sessions closed behind our back); a session of an older generation is dropped
+        /// without being closed (its number may belong to someone else by now).
         var generation = 0
         var objects: [String: CK_OBJECT_HANDLE] = [:]
     }
 
-    /// One worker's session; only that worker's thread touches it.
-    struct WorkerSession {
+    /// One pooled session, used by one call at a time.
+    struct WorkerSession: Sendable {
         var handle: CK_SESSION_HANDLE?
         var generation = -1
     }
 
-    /// Loads the module (shared per path within the process), initialises it and starts
-    /// `sessions` workers. Sessions are opened lazily, on first use.
+    struct Pool {
+        var free: [WorkerSession]
+        var waiters: [CheckedContinuation<WorkerSession?, Never>] = []
+        var stopped = false
+    }
+
+    /// Where a call's PKCS#11 work runs.
+    public enum Execution: Sendable {
+        /// On one of the pool's threads: right for calls that block for long (RSA signing).
+        case poolThread
+        /// On the calling thread: for calls of tens of microseconds (ECDSA signing).
+        case inline
+    }
+
+    /// Loads the module (shared per path within the process), initialises it, finds the token
+    /// and starts `sessions` threads. Sessions are opened lazily, on first use.
     public init(modulePath: String, tokenLabel: String?, slot: CK_SLOT_ID?, pin: String, sessions: Int) throws {
         precondition(tokenLabel != nil || slot != nil, "a token label or a slot is required")
         self.module = try PKCS11Module.shared(path: modulePath)
@@ -46,31 +63,32 @@ public final class PKCS11Token: @unchecked Sendable {
         self.pin = pin
         self.sessionCount = max(1, sessions)
         self.state = Mutex(State())
+        self.pool = Mutex(Pool(free: Array(repeating: WorkerSession(), count: max(1, sessions))))
         try module.initialize()
         let slot = try findSlot()
         state.withLock { $0.slot = slot }
         for i in 0..<sessionCount {
-            let thread = Thread { [queue, weak self] in
-                var session = WorkerSession()
-                while let job = queue.next() {
-                    guard let self else { job(nil, &session); continue }
-                    job(self, &session)
-                }
-                if let h = session.handle, let self, self.state.withLock({ $0.generation }) == session.generation {
-                    self.module.closeSession(h)
-                }
+            let thread = Thread { [queue] in
+                while let job = queue.next() { job() }
             }
             thread.name = "pkcs11-\(i)"
             thread.stackSize = 1 << 20
-            threads.append(thread)
             thread.start()
         }
     }
 
-    /// Stops the workers after the queued calls; their sessions are closed. The module stays
-    /// initialised (another user in this process may share it).
+    /// Stops the threads after the queued calls and closes the sessions as they come back;
+    /// calls still waiting for a session fail. The module stays initialised (another user in
+    /// this process may share it).
     public func shutdown() {
         queue.stop()
+        let (idle, waiters) = pool.withLock { p -> ([WorkerSession], [CheckedContinuation<WorkerSession?, Never>]) in
+            p.stopped = true
+            defer { p.free = []; p.waiters = [] }
+            return (p.free, p.waiters)
+        }
+        for s in idle { close(s) }
+        for w in waiters { w.resume(returning: nil) }
     }
 
     deinit { queue.stop() }
@@ -80,21 +98,60 @@ public final class PKCS11Token: @unchecked Sendable {
 
     public var currentSlot: CK_SLOT_ID? { state.withLock { $0.slot } }
 
-    /// Runs `body` with a logged-in session on a worker thread; at most `sessions` run at once.
-    public func withSession<T: Sendable>(_ body: @escaping @Sendable (PKCS11Session) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
-            let accepted = queue.submit { token, worker in
-                guard let token else {
-                    continuation.resume(throwing: PKCS11LoadError(description: "the PKCS#11 token was shut down"))
-                    return
+    /// Runs `body` with a logged-in session; at most `sessions` bodies run at once.
+    public func withSession<T: Sendable>(_ execution: Execution = .poolThread,
+                                         _ body: @escaping @Sendable (PKCS11Session) throws -> T) async throws -> T {
+        guard var session = await checkout() else { throw PKCS11LoadError(description: "the PKCS#11 token was shut down") }
+        switch execution {
+        case .inline:
+            defer { checkin(session) }
+            return try run(body, &session)
+        case .poolThread:
+            let (result, used): (Result<T, Error>, WorkerSession) = await withCheckedContinuation { continuation in
+                let accepted = queue.submit { [self, session] in
+                    var s = session
+                    let result = Result { try self.run(body, &s) }
+                    continuation.resume(returning: (result, s))
                 }
-                do { continuation.resume(returning: try token.run(body, &worker)) } catch { continuation.resume(throwing: error) }
+                if !accepted {
+                    continuation.resume(returning: (.failure(PKCS11LoadError(description: "the PKCS#11 token was shut down")), session))
+                }
             }
-            if !accepted { continuation.resume(throwing: PKCS11LoadError(description: "the PKCS#11 token was shut down")) }
+            checkin(used)
+            return try result.get()
         }
     }
 
-    /// Runs on a worker thread: ensure a session, call, and on a stale session recover and retry once.
+    /// A free session, or nil once shut down; waits (FIFO) while all are in use.
+    private func checkout() async -> WorkerSession? {
+        let (fast, stopped) = pool.withLock { p in (p.stopped ? nil : p.free.popLast(), p.stopped) }
+        if stopped { return nil }
+        if let fast { return fast }
+        return await withCheckedContinuation { continuation in
+            let (s, stopped) = pool.withLock { p -> (WorkerSession?, Bool) in
+                if p.stopped { return (nil, true) }
+                if let s = p.free.popLast() { return (s, false) }
+                p.waiters.append(continuation)
+                return (nil, false)
+            }
+            if stopped || s != nil { continuation.resume(returning: s) }
+        }
+    }
+
+    private func checkin(_ session: WorkerSession) {
+        let (waiter, stopped) = pool.withLock { p -> (CheckedContinuation<WorkerSession?, Never>?, Bool) in
+            if !p.waiters.isEmpty { return (p.waiters.removeFirst(), p.stopped) }
+            if !p.stopped { p.free.append(session) }
+            return (nil, p.stopped)
+        }
+        if let waiter { waiter.resume(returning: session) } else if stopped { close(session) }
+    }
+
+    private func close(_ session: WorkerSession) {
+        if let h = session.handle, state.withLock({ $0.generation }) == session.generation { module.closeSession(h) }
+    }
+
+    /// Ensure a session, call, and on a stale session recover and retry.
     private func run<T>(_ body: (PKCS11Session) throws -> T, _ worker: inout WorkerSession) throws -> T {
         // Once for the call itself; once more if the recovery itself meets a second stale
         // state (e.g. the slot renumbered after the module was initialised again).
@@ -182,9 +239,9 @@ public struct PKCS11Session {
     public var module: PKCS11Module { token.module }
 }
 
-/// The workers' queue: FIFO, a condition variable, and a stop flag.
+/// The pool threads' queue: FIFO, a condition variable, and a stop flag.
 final class JobQueue: @unchecked Sendable {
-    typealias Job = (PKCS11Token?, inout PKCS11Token.WorkerSession) -> Void
+    typealias Job = () -> Void
     private let condition = NSCondition()
     private var jobs: [Job] = []
     private var head = 0
