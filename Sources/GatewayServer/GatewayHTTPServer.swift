@@ -23,8 +23,9 @@ public struct GatewayResponder: HTTPResponder {
 
     public func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
         let started = ContinuousClock.now
-        let requestID = Self.requestID(request.headers[.init("X-Request-ID")!])
-        let operation = OperationContext(requestID: requestID, logger: logger)
+        let offered = request.headers[Self.requestIDField]
+        let requestID = Self.requestID(offered)
+        let operation = OperationContext(requestID: requestID, requestIDFromClient: requestID == offered, logger: logger)
         var request = request
         let path = request.uri.path
         var answer: FrontDoorResponse
@@ -52,7 +53,7 @@ public struct GatewayResponder: HTTPResponder {
             "ms": .string(String(format: "%.2f", ms)),
         ])
 
-        var headers: HTTPFields = [.contentType: "application/json", .init("X-Request-ID")!: requestID]
+        var headers: HTTPFields = [.contentType: "application/json", Self.requestIDField: requestID]
         for (name, value) in answer.headers { if let field = HTTPField.Name(name) { headers[field] = value } }
         let body = answer.body.map { ResponseBody(byteBuffer: ByteBuffer(bytes: $0)) } ?? ResponseBody()
         if answer.body == nil { headers[.contentType] = nil }
@@ -78,6 +79,11 @@ public struct GatewayResponder: HTTPResponder {
         }
         return FrontDoorResponse(.unknownMethod(String(path.prefix(120))))
     }
+
+    static let requestIDField: HTTPField.Name = {
+        guard let name = HTTPField.Name("X-Request-ID") else { preconditionFailure("X-Request-ID is a valid field name") }
+        return name
+    }()
 
     /// A client's request id is kept if it is short and plain, so it can be quoted in support tickets.
     static func requestID(_ offered: String?) -> String {

@@ -1,6 +1,7 @@
 import Crypto
 import CSC
 import Foundation
+import Synchronization
 
 /// Who is calling: established once per request from the bearer token and carried typed.
 public struct Caller: Sendable, Equatable {
@@ -19,19 +20,28 @@ public struct Caller: Sendable, Equatable {
 ///
 /// Tokens are random and opaque; only their SHA-256 is kept, so a memory dump does not yield
 /// usable tokens. Revocation takes effect on the next request.
-public actor TokenStore {
+///
+/// A lock, not an actor: every request authenticates, and a short critical section is cheaper
+/// than a hop to another executor and back.
+public final class TokenStore: Sendable {
     struct Entry {
         let caller: Caller
         let expires: Date
         let isRefresh: Bool
+        /// Kept until it would have expired, so its holder hears "revoked", not "unknown".
+        var revoked = false
     }
 
-    private var entries: [Data: Entry] = [:]
-    private var grantTokens: [String: Set<Data>] = [:]
+    struct State {
+        var entries: [Data: Entry] = [:]
+        var grantTokens: [String: Set<Data>] = [:]
+        var issuedSinceSweep = 0
+    }
+
+    private let state = Mutex(State())
     private let accessLifetime: Int
     private let refreshLifetime: Int
     private let now: @Sendable () -> Date
-    private var issuedSinceSweep = 0
 
     public init(accessLifetime: Int, refreshLifetime: Int, now: @escaping @Sendable () -> Date = Date.init) {
         self.accessLifetime = accessLifetime
@@ -47,27 +57,30 @@ public actor TokenStore {
     }
 
     private func issue(for caller: Caller, withRefreshToken: Bool) -> TokenResult {
-        sweepIfDue()
         let access = "cga_" + randomBytes(32).base64URL
-        store(access, Entry(caller: caller, expires: now().addingTimeInterval(Double(accessLifetime)), isRefresh: false))
-        var refresh: String?
-        if withRefreshToken {
-            let r = "cgr_" + randomBytes(32).base64URL
-            store(r, Entry(caller: caller, expires: now().addingTimeInterval(Double(refreshLifetime)), isRefresh: true))
-            refresh = r
+        let refresh = withRefreshToken ? "cgr_" + randomBytes(32).base64URL : nil
+        let t = now()
+        state.withLock { s in
+            Self.sweepIfDue(&s, at: t)
+            Self.store(access, Entry(caller: caller, expires: t.addingTimeInterval(Double(accessLifetime)), isRefresh: false), in: &s)
+            if let refresh {
+                Self.store(refresh, Entry(caller: caller, expires: t.addingTimeInterval(Double(refreshLifetime)), isRefresh: true), in: &s)
+            }
         }
         return TokenResult(accessToken: access, refreshToken: refresh, expiresIn: accessLifetime)
     }
 
-    private func store(_ token: String, _ entry: Entry) {
-        let k = Self.key(token)
-        entries[k] = entry
-        grantTokens[entry.caller.grantID, default: []].insert(k)
+    private static func store(_ token: String, _ entry: Entry, in s: inout State) {
+        let k = key(token)
+        s.entries[k] = entry
+        s.grantTokens[entry.caller.grantID, default: []].insert(k)
     }
 
     /// The caller behind an access token, or the CSC 401 a client must see.
     public func authenticate(accessToken: String) throws(CSCError) -> Caller {
-        guard let e = entries[Self.key(accessToken)], !e.isRefresh else { throw .invalidToken() }
+        let k = Self.key(accessToken)
+        guard let e = state.withLock({ $0.entries[k] }), !e.isRefresh else { throw .invalidToken() }
+        guard !e.revoked else { throw .expiredToken("The access token was revoked") }
         guard e.expires > now() else { throw .expiredToken() }
         return e.caller
     }
@@ -76,16 +89,21 @@ public actor TokenStore {
     /// old refresh token stops working). `clientID`, when given, must own the token.
     public func refresh(_ token: String, clientID: String? = nil) throws(CSCError) -> TokenResult {
         let k = Self.key(token)
-        guard let e = entries[k], e.isRefresh, clientID == nil || clientID == e.caller.clientID else {
-            throw .invalidGrant("The refresh token is not valid")
+        let t = now()
+        // Taken out under the lock, so two concurrent refreshes with one token cannot both win.
+        let taken: Result<Entry, CSCError> = state.withLock { s in
+            guard let e = s.entries[k], e.isRefresh, !e.revoked, clientID == nil || clientID == e.caller.clientID else {
+                return .failure(.invalidGrant("The refresh token is not valid"))
+            }
+            s.entries[k] = nil
+            s.grantTokens[e.caller.grantID]?.remove(k)
+            guard e.expires > t else { return .failure(.invalidGrant("The refresh token has expired")) }
+            return .success(e)
         }
-        guard e.expires > now() else {
-            entries[k] = nil
-            throw .invalidGrant("The refresh token has expired")
+        switch taken {
+        case .success(let e): return issue(for: e.caller, withRefreshToken: true)
+        case .failure(let error): throw error
         }
-        entries[k] = nil
-        grantTokens[e.caller.grantID]?.remove(k)
-        return issue(for: e.caller, withRefreshToken: true)
     }
 
     /// Revokes a token of `clientID`. A refresh token takes every token of its grant with it;
@@ -93,32 +111,33 @@ public actor TokenStore {
     /// (RFC 7009: the answer must not tell whether the token existed).
     public func revoke(_ token: String, clientID: String) {
         let k = Self.key(token)
-        guard let e = entries[k], e.caller.clientID == clientID else { return }
-        if e.isRefresh {
-            for t in grantTokens[e.caller.grantID] ?? [] { entries[t] = nil }
-            grantTokens[e.caller.grantID] = nil
-        } else {
-            entries[k] = nil
-            grantTokens[e.caller.grantID]?.remove(k)
+        state.withLock { s in
+            guard let e = s.entries[k], e.caller.clientID == clientID else { return }
+            if e.isRefresh {
+                for t in s.grantTokens[e.caller.grantID] ?? [] { s.entries[t]?.revoked = true }
+            } else {
+                s.entries[k]?.revoked = true
+            }
         }
     }
 
     /// Drops every token of a tenant or client, e.g. when it is removed from configuration.
-    public func revokeAll(where matches: @Sendable (Caller) -> Bool) {
-        for (k, e) in entries where matches(e.caller) { entries[k] = nil }
+    public func revokeAll(where matches: (Caller) -> Bool) {
+        state.withLock { s in
+            for (k, e) in s.entries where matches(e.caller) { s.entries[k]?.revoked = true }
+        }
     }
 
-    public var count: Int { entries.count }
+    public var count: Int { state.withLock { $0.entries.count } }
 
-    private func sweepIfDue() {
-        issuedSinceSweep += 1
-        guard issuedSinceSweep >= 1024 else { return }
-        issuedSinceSweep = 0
-        let t = now()
-        for (k, e) in entries where e.expires <= t {
-            entries[k] = nil
-            grantTokens[e.caller.grantID]?.remove(k)
+    private static func sweepIfDue(_ s: inout State, at t: Date) {
+        s.issuedSinceSweep += 1
+        guard s.issuedSinceSweep >= 1024 else { return }
+        s.issuedSinceSweep = 0
+        for (k, e) in s.entries where e.expires <= t {
+            s.entries[k] = nil
+            s.grantTokens[e.caller.grantID]?.remove(k)
         }
-        grantTokens = grantTokens.filter { !$0.value.isEmpty }
+        s.grantTokens = s.grantTokens.filter { !$0.value.isEmpty }
     }
 }

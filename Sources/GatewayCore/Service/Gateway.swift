@@ -83,7 +83,7 @@ extension Gateway {
             guard basic == nil else {
                 throw CSCError.invalidRequest("Send either an Authorization header or refresh_token, not both")
             }
-            do { return try await tokens.refresh(refresh) } catch {
+            do { return try tokens.refresh(refresh) } catch {
                 throw CSCError.authenticationError("The refresh token is not valid")
             }
         }
@@ -92,7 +92,7 @@ extension Gateway {
                            headers: ["WWW-Authenticate": "Basic realm=\"cscgate\""])
         }
         let entry = try authenticateClient(id: basic.id, secret: basic.secret, failure: .authenticationError())
-        return await tokens.issue(tenantID: entry.tenantID, clientID: entry.client.id, scopes: entry.client.scopes,
+        return tokens.issue(tenantID: entry.tenantID, clientID: entry.client.id, scopes: entry.client.scopes,
                                   withRefreshToken: request.rememberMe)
     }
 
@@ -100,13 +100,13 @@ extension Gateway {
     public func token(grantType: String, client: TenantDirectory.ClientEntry, refreshToken: String?) async throws -> TokenResult {
         switch grantType {
         case "client_credentials":
-            return await tokens.issue(tenantID: client.tenantID, clientID: client.client.id, scopes: client.client.scopes,
+            return tokens.issue(tenantID: client.tenantID, clientID: client.client.id, scopes: client.client.scopes,
                                       withRefreshToken: false)
         case "refresh_token":
             guard let refreshToken, !refreshToken.isEmpty else {
                 throw CSCError.invalidRequest("Missing parameter refresh_token")
             }
-            return try await tokens.refresh(refreshToken, clientID: client.client.id)
+            return try tokens.refresh(refreshToken, clientID: client.client.id)
         case "authorization_code":
             throw CSCError.unsupportedGrantType("grant_type authorization_code is not offered; use client_credentials")
         default:
@@ -115,13 +115,13 @@ extension Gateway {
     }
 
     public func authenticate(accessToken: String) async throws(CSCError) -> Caller {
-        let caller = try await tokens.authenticate(accessToken: accessToken)
+        let caller = try tokens.authenticate(accessToken: accessToken)
         // A client removed from configuration loses access at once, whatever tokens it holds.
         guard directory.client(caller.clientID)?.tenantID == caller.tenantID else { throw .invalidToken() }
         return caller
     }
 
     public func revoke(_ request: RevokeRequest, by clientID: String) async {
-        await tokens.revoke(request.token, clientID: clientID)
+        tokens.revoke(request.token, clientID: clientID)
     }
 }

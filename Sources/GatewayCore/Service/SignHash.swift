@@ -48,7 +48,7 @@ extension Gateway {
         // 6. Budget and binding: count and (SCAL 2) hashes come out of the SAD, whatever the upstream checks.
         note.stage("budget")
         let encodedHashes = request.hashes.map { $0.base64EncodedString() }
-        try await usage.consume(claims, hashes: encodedHashes)
+        try usage.consume(claims, hashes: encodedHashes)
 
         // 7. Upstream: its own credential id, its own SAD, an algorithm it accepts.
         note.stage("upstream")
@@ -61,7 +61,7 @@ extension Gateway {
         do {
             signed = try await backend.signHash(upstreamRequest, context)
         } catch {
-            await usage.refund(claims, hashes: encodedHashes)
+            usage.refund(claims, hashes: encodedHashes)
             throw error
         }
 
@@ -131,7 +131,8 @@ extension Gateway {
     }
 
     private func recordedAnswer(_ caller: Caller, _ context: OperationContext, fingerprint: String) async throws -> SignHashResult? {
-        guard let ledger else { return nil }
+        // A request id the gateway made up is new by construction: no lookup needed.
+        guard let ledger, context.requestIDFromClient else { return nil }
         let id = UsageEvent.eventID(tenantID: caller.tenantID, clientID: caller.clientID, requestID: context.requestID,
                                     operation: CSCMethod.signaturesSignHash.operation)
         guard let event = try await ledger.recordedEvent(id: id), event.outcome == .ok, let answer = event.answer,

@@ -4,10 +4,13 @@ import Logging
 /// Per-request facts every stage and backend may need: for logs, never for decisions.
 public struct OperationContext: Sendable {
     public let requestID: String
+    /// True when the client chose the request id (X-Request-ID): only then can it be a retry.
+    public let requestIDFromClient: Bool
     public var logger: Logger
 
-    public init(requestID: String, logger: Logger) {
+    public init(requestID: String, requestIDFromClient: Bool = false, logger: Logger) {
         self.requestID = requestID
+        self.requestIDFromClient = requestIDFromClient
         var logger = logger
         logger[metadataKey: "request_id"] = .string(requestID)
         self.logger = logger
