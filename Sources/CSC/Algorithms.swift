@@ -77,19 +77,22 @@ public enum SignatureAlgorithm {
 /// ECDSA signatures come as DER `ECDSA-Sig-Value` (X9.62 OIDs) or as r‖s (BSI plain OIDs);
 /// upstreams do not always match the OID, so the gateway normalises by the OID the client named.
 public enum ECDSASignatureEncoding {
+    /// r‖s lengths of the curves CSC credentials use: P-256, P-384, P-521.
+    static let rawLengths: Set<Int> = [64, 96, 132]
+
     /// Returns the signature in the encoding `signAlgo` asks for, or nil if it cannot be read.
     public static func normalise(_ signature: Data, for signAlgo: String) -> Data? {
         if SignatureAlgorithm.isX962ECDSA(signAlgo) {
             if parseDER(signature) != nil { return signature }
-            return rawToDER(signature)
+            return rawLengths.contains(signature.count) ? rawToDER(signature) : nil
         }
         if SignatureAlgorithm.isPlainECDSA(signAlgo) {
             if let (r, s) = parseDER(signature) {
                 // The plain form pads r and s to the curve size; infer it from the larger one.
-                let size = [32, 48, 66].first { $0 >= max(r.count, s.count) } ?? max(r.count, s.count)
+                guard let size = [32, 48, 66].first(where: { $0 >= max(r.count, s.count) }) else { return nil }
                 return pad(r, to: size) + pad(s, to: size)
             }
-            return signature.count % 2 == 0 ? signature : nil
+            return rawLengths.contains(signature.count) ? signature : nil
         }
         return signature
     }

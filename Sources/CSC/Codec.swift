@@ -137,8 +137,9 @@ public struct CSCCodec: Sendable {
     // MARK: credentials/list
 
     public func decodeListRequest(_ o: JSONObject) throws -> CredentialListRequest {
-        let o = try normalised(o, allowed: ["userID", "maxResults", "pageToken", "credentialInfo", "certificates",
-                                            "certInfo", "authInfo", "onlyValid", "lang", "clientData"])
+        let o = try normalised(o, allowed: version == .v1
+            ? ["userID", "maxResults", "pageToken", "lang", "clientData"]
+            : ["userID", "credentialInfo", "certificates", "certInfo", "authInfo", "onlyValid", "lang", "clientData"])
         var r = CredentialListRequest(userID: try o.string("userID"), clientData: try o.string("clientData"))
         if version == .v1 {
             r.maxResults = try o.int("maxResults")
@@ -161,11 +162,14 @@ public struct CSCCodec: Sendable {
         if version == .v1 {
             if let m = r.maxResults { o["maxResults"] = .int(m) }
             if let p = r.pageToken { o["pageToken"] = .string(p) }
-        } else if r.credentialInfo {
-            o["credentialInfo"] = .bool(true)
-            o["certificates"] = .string(r.certificates.rawValue)
-            o["certInfo"] = .bool(r.certInfo)
-            o["authInfo"] = .bool(r.authInfo)
+        } else {
+            if r.credentialInfo {
+                o["credentialInfo"] = .bool(true)
+                o["certificates"] = .string(r.certificates.rawValue)
+                o["certInfo"] = .bool(r.certInfo)
+                o["authInfo"] = .bool(r.authInfo)
+            }
+            if r.onlyValid { o["onlyValid"] = .bool(true) }
         }
         return o
     }
@@ -340,8 +344,8 @@ public struct CSCCodec: Sendable {
     // MARK: credentials/authorize
 
     public func decodeAuthorizeRequest(_ o: JSONObject) throws -> AuthorizeRequest {
-        let o = try normalised(o, allowed: ["credentialID", "numSignatures", hashesKey, hashAlgoKey, "PIN", "OTP",
-                                            "authData", "description", "clientData"])
+        let o = try normalised(o, allowed: Set(["credentialID", "numSignatures", hashesKey, hashAlgoKey, "description", "clientData"])
+            .union(version == .v1 ? ["PIN", "OTP"] : ["authData"]))
         let num = try o.requiredInt("numSignatures")
         guard num >= 1 else { throw CSCError.invalidRequest("Invalid value for parameter numSignatures") }
         var r = AuthorizeRequest(
@@ -373,7 +377,8 @@ public struct CSCCodec: Sendable {
     public func encode(_ r: AuthorizeRequest) -> JSONObject {
         var o = JSONObject(["credentialID": .string(r.credentialID), "numSignatures": .int(r.numSignatures)])
         if let h = r.hashes { o[hashesKey] = .strings(h.map { $0.base64EncodedString() }) }
-        if let a = r.hashAlgorithm, r.hashes != nil || version == .v1 { o[hashAlgoKey] = .string(a) }
+        // v1 authorize has no hash algorithm field; v2 wants one whenever hashes are sent.
+        if version == .v2, let a = r.hashAlgorithm, r.hashes != nil { o[hashAlgoKey] = .string(a) }
         if version == .v1 {
             if let p = r.pin { o["PIN"] = .string(p) }
             if let p = r.otp { o["OTP"] = .string(p) }
@@ -415,7 +420,7 @@ public struct CSCCodec: Sendable {
     public func encode(_ r: ExtendTransactionRequest) -> JSONObject {
         var o = JSONObject(["credentialID": .string(r.credentialID), "SAD": .string(r.sad)])
         if let h = r.hashes { o[hashesKey] = .strings(h.map { $0.base64EncodedString() }) }
-        if let a = r.hashAlgorithm, r.hashes != nil { o[hashAlgoKey] = .string(a) }
+        if version == .v2, let a = r.hashAlgorithm, r.hashes != nil { o[hashAlgoKey] = .string(a) }
         if let c = r.clientData { o["clientData"] = .string(c) }
         return o
     }

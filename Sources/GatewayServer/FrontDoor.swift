@@ -78,7 +78,8 @@ public struct FrontDoor: Sendable {
         var logger = context.logger
         logger[metadataKey: "tenant"] = .string(caller.tenantID)
         logger[metadataKey: "client"] = .string(caller.clientID)
-        let context = OperationContext(requestID: context.requestID, logger: logger)
+        let context = OperationContext(requestID: context.requestID, requestIDFromClient: context.requestIDFromClient,
+                                       logger: logger)
 
         // Decoding happens inside `perform`, so a malformed request is a recorded denial too.
         switch method {
@@ -144,7 +145,9 @@ public struct FrontDoor: Sendable {
         return String(parts[1]).trimmingCharacters(in: .whitespaces)
     }
 
-    func basicCredentials(_ authorization: String?) throws -> (id: String, secret: String)? {
+    /// HTTP Basic credentials. OAuth clients percent-encode id and secret inside Basic
+    /// (RFC 6749 §2.3.1); plain Basic (RFC 7617, used by auth/login) takes them literally.
+    func basicCredentials(_ authorization: String?, percentEncoded: Bool = false) throws -> (id: String, secret: String)? {
         guard let authorization else { return nil }
         let parts = authorization.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "basic", let decoded = Data(base64Encoded: String(parts[1])),
@@ -152,8 +155,8 @@ public struct FrontDoor: Sendable {
             throw CSCError(status: 401, error: "invalid_request", description: "Malformed Authorization header: expected 'Basic <base64(id:secret)>'",
                            headers: ["WWW-Authenticate": "Basic realm=\"cscgate\""])
         }
-        // RFC 6749 §2.3.1: OAuth clients percent-encode id and secret inside Basic.
         let id = String(text[..<colon]), secret = String(text[text.index(after: colon)...])
+        guard percentEncoded else { return (id, secret) }
         return (id.removingPercentEncoding ?? id, secret.removingPercentEncoding ?? secret)
     }
 }

@@ -40,7 +40,7 @@ extension FrontDoor {
     func authenticateOAuthClient(_ form: [String: String], authorization: String?) throws -> TenantDirectory.ClientEntry {
         let failure = CSCError.invalidClient()
         if authorization != nil {
-            guard let basic = try? basicCredentials(authorization) else { throw failure }
+            guard let basic = try? basicCredentials(authorization, percentEncoded: true) else { throw failure }
             if form["client_secret"] != nil { throw CSCError.invalidRequest("Use one client authentication method, not two") }
             return try gateway.authenticateClient(id: basic.id, secret: basic.secret, failure: failure)
         }

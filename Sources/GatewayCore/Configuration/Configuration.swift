@@ -286,6 +286,8 @@ public struct TenantConfiguration: Sendable {
 
 public struct ClientConfiguration: Sendable {
     public var id: String
+    /// Where it is defined, for errors that involve two files.
+    public var line: Int? = nil
     public var name: String
     public var secretHash: SecretHash
     public var scopes: Set<String>

@@ -26,8 +26,16 @@ public enum ConfigurationLoader {
             if !fm.fileExists(atPath: dir) {
                 issues.append(ConfigurationIssue(file: gatewayFile, line: nil, message: "tenants directory \(dir) does not exist"))
             }
+            var fileOf = [String: String]()
             for name in files {
                 let path = dir + "/" + name
+                if let earlier = fileOf[stem(name)] {
+                    // acme.yaml and acme.yml would be one tenant from two files: refuse rather than merge.
+                    issues.append(ConfigurationIssue(file: path, line: nil,
+                                                     message: "tenant '\(stem(name))' is already defined in \(earlier)"))
+                    continue
+                }
+                fileOf[stem(name)] = path
                 let tlog = IssueLog(file: path)
                 let content = fm.contents(atPath: path).flatMap { String(data: $0, encoding: .utf8) } ?? ""
                 if let t = parseTenant(content, fileStem: stem(name), upstreams: Set(gateway.upstreams.map(\.name)), log: tlog) {
@@ -36,7 +44,7 @@ public enum ConfigurationLoader {
                 issues += tlog.issues
             }
             issues += checkPolicies(directory: gateway.policiesDirectory)
-            issues += crossCheck(tenants, gatewayFile: gatewayFile, tenantsDirectory: dir)
+            issues += crossCheck(tenants, files: fileOf, tenantsDirectory: dir)
         }
         guard issues.isEmpty, let gateway else { throw ConfigurationError(issues) }
         return LoadedConfiguration(gateway: gateway, tenants: tenants)
@@ -318,7 +326,8 @@ public enum ConfigurationLoader {
             for s in scopes.subtracting(knownScopes) {
                 log.add("'\(c.key("scopes"))': unknown scope '\(s)' (known: \(knownScopes.sorted().joined(separator: ", ")))", at: c["scopes"])
             }
-            clients.append(ClientConfiguration(id: cid, name: c.string("name") ?? cid, secretHash: hash, scopes: scopes))
+            clients.append(ClientConfiguration(id: cid, line: c.line(of: "id"), name: c.string("name") ?? cid, secretHash: hash,
+                                               scopes: scopes))
         }
         var credentials = [CredentialRoute]()
         var seen = Set<String>()
@@ -350,13 +359,13 @@ public enum ConfigurationLoader {
     }
 
     /// Client ids authenticate on their own (Basic, OAuth2), so they must be unique gateway-wide.
-    static func crossCheck(_ tenants: [TenantConfiguration], gatewayFile: String, tenantsDirectory: String) -> [ConfigurationIssue] {
+    static func crossCheck(_ tenants: [TenantConfiguration], files: [String: String], tenantsDirectory: String) -> [ConfigurationIssue] {
         var owner = [String: String]()
         var issues = [ConfigurationIssue]()
         for t in tenants {
             for c in t.clients {
                 if let other = owner[c.id] {
-                    issues.append(ConfigurationIssue(file: "\(tenantsDirectory)/\(t.id).yaml", line: nil,
+                    issues.append(ConfigurationIssue(file: files[t.id] ?? "\(tenantsDirectory)/\(t.id).yaml", line: c.line,
                                                      message: "client id '\(c.id)' is already used by tenant '\(other)'"))
                 } else {
                     owner[c.id] = t.id

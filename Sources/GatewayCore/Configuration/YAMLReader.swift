@@ -59,6 +59,11 @@ struct YAMLMap {
             }
             return YAMLMap(node, path: "", log: log)
         } catch let error as YamlError {
+            if case .duplicatedKeysInMapping(let keys, let context) = error {
+                log.add("key \(keys.sorted().map { "'\($0)'" }.joined(separator: ", ")) is given twice", at: nil)
+                log.patchLastLine(context.mark.line)
+                return nil
+            }
             log.add("not valid YAML: \(Self.describe(error))", at: nil)
             if case .parser(_, _, let mark, _) = error { log.patchLastLine(mark.line) }
             if case .scanner(_, _, let mark, _) = error { log.patchLastLine(mark.line) }

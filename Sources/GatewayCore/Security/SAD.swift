@@ -1,6 +1,7 @@
 import Crypto
 import CSC
 import Foundation
+import Synchronization
 
 /// What a gateway SAD stands for. Sealed with AES-GCM, so the client holds it but can neither
 /// read the upstream SAD inside nor change what it is bound to.
@@ -65,64 +66,96 @@ public struct SADSeal: Sendable {
 }
 
 /// What each SAD has left to sign. The seal proves what a SAD allows; this remembers what it
-/// has already been used for, so a replayed SAD cannot sign twice.
-public actor SADUsage {
+/// has already been used for, so a replayed SAD cannot sign twice. Check and decrement happen
+/// under one lock, so concurrent requests with one SAD can never overspend it.
+public final class SADUsage: Sendable {
     struct Remaining {
         var count: Int
         var hashes: [String: Int]?
         let expires: Int
     }
 
-    private var remaining: [String: Remaining] = [:]
+    struct State {
+        var remaining: [String: Remaining] = [:]
+        /// What a SAD had when `retire` took it, until the extension is done or undone.
+        var retired: [String: Remaining] = [:]
+        var opsSinceSweep = 0
+    }
+
+    private let state = Mutex(State())
     private let now: @Sendable () -> Date
-    private var opsSinceSweep = 0
 
     public init(now: @escaping @Sendable () -> Date = Date.init) { self.now = now }
 
     /// Takes `hashes` out of the SAD's budget, or refuses without taking anything.
     public func consume(_ claims: SADClaims, hashes: [String]) throws(CSCError) {
-        sweepIfDue()
-        var r = remaining[claims.id] ?? Remaining(
-            count: claims.numSignatures, hashes: claims.hashes.map(Self.multiset), expires: claims.expires)
-        guard r.count > 0 else { throw .invalidRequest("Invalid parameter SAD: its signatures are used up") }
-        guard hashes.count <= r.count else { throw .invalidRequest("Numbers of signatures is too high") }
-        if var allowed = r.hashes {
-            for h in hashes {
-                guard let n = allowed[h], n > 0 else { throw .invalidRequest("Hash is not authorized by the SAD") }
-                allowed[h] = n - 1
+        let t = Int(now().timeIntervalSince1970)
+        let refusal: CSCError? = state.withLock { s in
+            Self.sweepIfDue(&s, at: t)
+            var r = s.remaining[claims.id] ?? Remaining(
+                count: claims.numSignatures, hashes: claims.hashes.map(Self.multiset), expires: claims.expires)
+            guard r.count > 0 else { return .invalidRequest("Invalid parameter SAD: its signatures are used up") }
+            guard hashes.count <= r.count else { return .invalidRequest("Numbers of signatures is too high") }
+            if var allowed = r.hashes {
+                for h in hashes {
+                    guard let n = allowed[h], n > 0 else { return .invalidRequest("Hash is not authorized by the SAD") }
+                    allowed[h] = n - 1
+                }
+                r.hashes = allowed
             }
-            r.hashes = allowed
+            r.count -= hashes.count
+            s.remaining[claims.id] = r
+            return nil
         }
-        r.count -= hashes.count
-        remaining[claims.id] = r
+        if let refusal { throw refusal }
     }
 
     /// Gives back what a failed upstream call did not sign.
     public func refund(_ claims: SADClaims, hashes: [String]) {
-        guard var r = remaining[claims.id] else { return }
-        r.count += hashes.count
-        if r.hashes != nil { for h in hashes { r.hashes?[h, default: 0] += 1 } }
-        remaining[claims.id] = r
+        state.withLock { s in
+            guard var r = s.remaining[claims.id] else { return }
+            r.count += hashes.count
+            if r.hashes != nil { for h in hashes { r.hashes?[h, default: 0] += 1 } }
+            s.remaining[claims.id] = r
+        }
     }
 
-    /// What is left, for `extendTransaction`; marks the old SAD spent.
+    /// Takes everything a SAD has left, in one step, for `extendTransaction`: from here on the
+    /// old SAD signs nothing, so an extension racing a signHash cannot double the budget.
     public func retire(_ claims: SADClaims) -> Int {
-        let left = remaining[claims.id]?.count ?? claims.numSignatures
-        remaining[claims.id] = Remaining(count: 0, hashes: nil, expires: claims.expires)
-        return left
+        state.withLock { s in
+            let current = s.remaining[claims.id] ?? Remaining(
+                count: claims.numSignatures, hashes: claims.hashes.map(Self.multiset), expires: claims.expires)
+            s.retired[claims.id] = current
+            s.remaining[claims.id] = Remaining(count: 0, hashes: nil, expires: claims.expires)
+            return current.count
+        }
     }
 
-    public func left(_ claims: SADClaims) -> Int { remaining[claims.id]?.count ?? claims.numSignatures }
+    /// The extension is done: forget what the old SAD had.
+    public func settle(_ claims: SADClaims) {
+        state.withLock { _ = $0.retired.removeValue(forKey: claims.id) }
+    }
+
+    /// The extension failed: the old SAD gets back exactly what it had.
+    public func restore(_ claims: SADClaims) {
+        state.withLock { s in
+            if let previous = s.retired.removeValue(forKey: claims.id) { s.remaining[claims.id] = previous }
+        }
+    }
+
+    public func left(_ claims: SADClaims) -> Int {
+        state.withLock { $0.remaining[claims.id]?.count ?? claims.numSignatures }
+    }
 
     static func multiset(_ hashes: [String]) -> [String: Int] {
         hashes.reduce(into: [:]) { $0[$1, default: 0] += 1 }
     }
 
-    private func sweepIfDue() {
-        opsSinceSweep += 1
-        guard opsSinceSweep >= 4096 else { return }
-        opsSinceSweep = 0
-        let t = Int(now().timeIntervalSince1970)
-        remaining = remaining.filter { $0.value.expires > t }
+    private static func sweepIfDue(_ s: inout State, at t: Int) {
+        s.opsSinceSweep += 1
+        guard s.opsSinceSweep >= 4096 else { return }
+        s.opsSinceSweep = 0
+        s.remaining = s.remaining.filter { $0.value.expires > t }
     }
 }

@@ -207,7 +207,21 @@ extension Gateway {
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         note.stage("sad")
         let claims = try openSAD(request.sad, caller: caller, credentialID: route.id)
-        let left = await usage.left(claims)
+        // Take what is left in one step; a signHash racing this extension finds the old SAD spent.
+        let left = usage.retire(claims)
+        do {
+            let result = try await extend(claims, left: left, route, backend, credential, request, context)
+            usage.settle(claims)
+            return result
+        } catch {
+            usage.restore(claims)
+            throw error
+        }
+    }
+
+    private func extend(_ claims: SADClaims, left: Int, _ route: CredentialRoute, _ backend: any SigningBackend,
+                        _ credential: UpstreamCredential, _ request: ExtendTransactionRequest,
+                        _ context: OperationContext) async throws -> AuthorizeResult {
         guard left > 0 else { throw CSCError.invalidRequest("Invalid parameter SAD: its signatures are used up") }
         var next = claims
         next.id = randomBytes(16).base64URL
@@ -238,7 +252,6 @@ extension Gateway {
         // SCAL 1 without upstream support: the gateway re-seals the same upstream SAD, never past its expiry.
         next.expires = min(unixNow + configuration.sad.maxLifetime, next.upstreamExpires)
         guard next.expires > unixNow else { throw CSCError.invalidRequest("SAD expired") }
-        _ = await usage.retire(claims)
         return AuthorizeResult(sad: try seal.seal(next), expiresIn: next.expires - unixNow)
     }
 
