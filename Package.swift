@@ -109,6 +109,8 @@ let package = Package(
             dependencies: [
                 "GatewayServer", "GatewayCore", "CSC",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]
