@@ -80,6 +80,8 @@ let package = Package(
             dependencies: [
                 "GatewayServer", "GatewayCore", "Upstreams", "Ledger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

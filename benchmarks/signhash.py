@@ -50,6 +50,9 @@ def post(port, path, body, token=None, basic=None):
     return json.loads(data)
 
 
+LEDGER_DIR = os.environ.get("BENCH_LEDGER_DIR")
+
+
 def start_gateway(workdir: Path) -> subprocess.Popen:
     secret_hash = subprocess.run([BIN, "secret", "hash"], input=SECRET, capture_output=True, text=True,
                                  check=True).stdout.strip()
@@ -59,6 +62,7 @@ def start_gateway(workdir: Path) -> subprocess.Popen:
     (workdir / "gateway.yaml").write_text(f"""
 listen: {{host: 127.0.0.1, port: {GATEWAY_PORT}}}
 sad: {{keyFile: sad.key}}
+ledger: {{path: "{(Path(LEDGER_DIR) if LEDGER_DIR else workdir) / 'ledger.sqlite'}"}}
 upstreams:
   - {{name: vendor-a, kind: csc, baseURL: "http://127.0.0.1:{DUMMY_PORT}", version: v1, maxConnections: 16}}
 """)

@@ -6,9 +6,27 @@ import GatewayServer
 import Hummingbird
 import Ledger
 import Logging
+import NIOCore
+import NIOPosix
 import Upstreams
 
+/// Entry point. Installs NIO's event loops as Swift's global executor before any task exists,
+/// so a request's awaits (HTTP in, upstream call, response out) stay on the event-loop
+/// threads instead of crossing to a second thread pool and back at every step.
 @main
+enum Entry {
+    static func main() {
+        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        // The command runs on the main actor, whose executor is the main queue: the main thread
+        // must serve that queue (dispatchMain), not wait.
+        Task { @MainActor in
+            await CSCGate.main()
+            exit(0)
+        }
+        dispatchMain()
+    }
+}
+
 struct CSCGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cscgate",
