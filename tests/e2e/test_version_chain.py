@@ -84,11 +84,13 @@ credentials:
 """
     gw_b = start_gateway(b_dir, b_config, {'resold': b_tenant}, url=B_URL)
     gw_a = start_gateway(a_dir, a_config, {'end': a_tenant}, url=A_URL, env={'B_SECRET': B_SECRET})
+    handles = {'a': gw_a, 'b': gw_b, 'peers': peers, 'b_dir': b_dir, 'b_config': b_config, 'b_tenant': b_tenant}
     try:
-        yield {'a': gw_a, 'b': gw_b, 'peers': peers, 'b_dir': b_dir, 'b_config': b_config, 'b_tenant': b_tenant}
+        yield handles
     finally:
-        gw_a.stop()
-        gw_b.stop()
+        # A test may have restarted B: stop whichever process the module holds now.
+        handles['a'].stop()
+        handles['b'].stop()
 
 
 def call(url, version, method, body, token):

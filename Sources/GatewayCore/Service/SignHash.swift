@@ -58,8 +58,12 @@ extension Gateway {
             hashAlgorithm: hashAlgo, signAlgorithm: signAlgo, signAlgorithmParameters: request.signAlgorithmParameters,
             clientData: request.clientData)
         let signed: SignHashResult
+        let upstreamStarted = ContinuousClock.now
         do {
             signed = try await backend.signHash(upstreamRequest, context)
+            context.logger.debug("upstream answered", metadata: [
+                "upstream": .string(route.upstream), "upstream_ms": .string(Self.milliseconds(since: upstreamStarted)),
+            ])
         } catch {
             usage.refund(claims, hashes: encodedHashes)
             throw error
@@ -114,6 +118,11 @@ extension Gateway {
             throw CSCError.invalidRequest("Missing (or invalid type) string parameter hashAlgo")
         }
         return claims.hashAlgorithm.flatMap(HashAlgorithm.init(rawValue:))
+    }
+
+    static func milliseconds(since start: ContinuousClock.Instant) -> String {
+        let d = ContinuousClock.now - start
+        return String(format: "%.3f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
     }
 
     /// What a retried request must match to get the earlier answer: same credential, algorithm, hashes.

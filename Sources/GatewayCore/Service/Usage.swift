@@ -132,7 +132,9 @@ extension Gateway {
             reason: error.map { String($0.errorDescription.prefix(300)) }, latencyMicros: micros,
             requestID: context.requestID, evidence: f.evidence, answer: outcome == .ok ? f.answer : nil)
         do {
+            let recordStarted = ContinuousClock.now
             try await ledger.record(event)
+            context.logger.debug("usage recorded", metadata: ["ledger_ms": .string(Self.milliseconds(since: recordStarted))])
         } catch {
             context.logger.error("usage event could not be recorded", metadata: [
                 "event_id": .string(id), "operation": .string(method.operation), "outcome": .string(outcome.rawValue),
