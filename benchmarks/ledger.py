@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = REPO / '.build-release' / 'release' / 'cscgate'
+BIN = Path(os.environ.get('CSCGATE_BENCH_BIN') or REPO / '.build-release' / 'release' / 'cscgate')
 RECORD_TARGET = 20_000
 REPORT_TARGET = 2.0
 
@@ -38,9 +38,13 @@ def bench(args: list[str]) -> list[dict]:
     cmd = [str(BIN), 'ledger', 'bench', *args]
     print('$', ' '.join(cmd), flush=True)
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    figures = [json.loads(line) for line in r.stdout.splitlines() if line.startswith('{')]
+    for f in figures:
+        print('  ', json.dumps(f), flush=True)
     if r.returncode != 0:
-        sys.exit(f'ledger bench failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}')
-    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith('{')]
+        print(f'ledger bench failed ({r.returncode}):\n{r.stderr[-4000:]}', flush=True)
+        figures.append({'backend': 'postgres' if '--postgres' in args else 'sqlite', 'figure': 'failed'})
+    return figures
 
 
 def main():
@@ -75,6 +79,9 @@ def main():
                 note += f"  (target >= {RECORD_TARGET:,}: {'met' if v >= RECORD_TARGET else 'NOT met'})"
                 ok &= v >= RECORD_TARGET
             print(f'{b:<9} {"durable events/s":<28} {v:>14,.0f}  {note}')
+        elif f['figure'] == 'failed':
+            ok = False
+            print(f'{b:<9} FAILED (see above)')
         elif f['figure'] == 'verify':
             print(f'{b:<9} {"chains after recording":<28} {"intact" if f["intact"] else "BROKEN":>14}  {f["events"]} events')
             ok &= f['intact']

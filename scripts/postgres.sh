@@ -16,6 +16,12 @@ PGBIN=/usr/lib/postgresql/$PG_VERSION/bin
 PORT=${CSCGATE_PG_PORT:-55432}
 ROOT=$(pwd)
 BASE=$ROOT/.run/pg
+# A tree under a directory the postgres user may not enter (/root is 0700): the server's files
+# go to a directory of its own under /var/tmp instead, named after the tree.
+mkdir -p "$ROOT/.run"
+if id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -x "$ROOT/.run" 2>/dev/null; then
+  BASE=/var/tmp/cscgate-pg-$(printf %s "$ROOT" | sha1sum | cut -c1-12)
+fi
 DATA=$BASE/data
 LOG=$BASE/postgres.log
 URL="postgres://cscgate@127.0.0.1:$PORT/cscgate_test"
