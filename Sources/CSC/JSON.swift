@@ -12,7 +12,7 @@ public enum JSONValue: Sendable, Equatable {
 
     public static func parse(_ data: Data) throws -> JSONValue {
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
+            return try JSONParser.parse(data)
         } catch {
             throw CSCError.invalidRequest("The request body is not valid JSON")
         }

@@ -52,7 +52,7 @@ public struct UsageEvent: Sendable, Equatable {
 
     public static func eventID(tenantID: String, clientID: String, requestID: String, operation: String) -> String {
         let digest = SHA256.hash(data: Data([tenantID, clientID, requestID, operation].joined(separator: "\u{0}").utf8))
-        return digest.map { String(format: "%02x", $0) }.joined()
+        return Data(digest).hex
     }
 }
 
