@@ -5,7 +5,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
-BIN := .build/debug/cscgate
+BIN := $(CURDIR)/.build/debug/cscgate
 CONFIG ?= gateway.yaml
 
 # Debian packages the project needs beyond the Swift toolchain: openssl (demo PKI keys),
@@ -70,6 +70,7 @@ demo: deps venv build peers .run/sad.key hsm-demo
 # Unit tests (Swift Testing), then the end-to-end tests against the real peers and pyHanko.
 test: deps venv
 	$(SWIFT) build --build-tests
+	$(SWIFT) build --product cscgate
 	bash scripts/postgres.sh start
 	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' $(MAKE) unit-test e2e-test
 
