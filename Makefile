@@ -9,7 +9,7 @@ BIN := $(CURDIR)/.build/debug/cscgate
 CONFIG ?= gateway.yaml
 
 # Debian packages the project needs beyond the Swift toolchain: openssl (demo PKI keys),
-# curl (demo), wrk (benchmarks), python3-venv where the interpreter lacks venv.
+# curl and jq (demo), wrk (benchmarks).
 APT_PACKAGES := openssl curl wrk jq
 # Packages found by a file rather than a command of the same name (package:file): SoftHSM2 (the
 # demo and test HSM), OpenSC (pkcs11-tool, to inspect tokens), the PKCS#11 header.
