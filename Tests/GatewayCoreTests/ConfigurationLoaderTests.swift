@@ -275,6 +275,30 @@ struct ConfigurationLoaderTests {
                                line: line(of: "- id: acme-rsa", in: acme, occurrence: 2))
     }
 
+    @Test("a route to an HSM key the pkcs11 upstream does not describe names the tenant file and line")
+    func unknownHSMLabel() throws {
+        var folder = try ConfigFolder()
+        folder.gateway += """
+
+              - name: hsm
+                kind: pkcs11
+                module: /usr/lib/softhsm/libsofthsm2.so
+                tokenLabel: t
+                pinEnv: HSM_PIN
+                credentials:
+                  - {label: known-key, authMode: implicit}
+            """
+        let acme = ConfigFolder.validAcme + """
+
+              - id: acme-hsm
+                upstream: hsm
+                upstreamCredentialID: missing-key
+            """
+        folder.tenants["acme.yaml"] = acme
+        try folder.expectIssue("HSM upstream 'hsm' has no credential labelled 'missing-key' (known: known-key)",
+                               file: folder.tenantFile("acme.yaml"), line: line(of: "upstreamCredentialID: missing-key", in: acme))
+    }
+
     @Test("a client id used by two tenants names the second file and its line")
     func duplicateClientAcrossTenants() throws {
         var folder = try ConfigFolder()

@@ -299,6 +299,14 @@ public struct CredentialRoute: Sendable, Equatable {
     public var upstream: String
     public var upstreamCredentialID: String
     public var description: String?
+    /// Where it is defined, for checks made once every file is read.
+    public var line: Int? = nil
+
+    /// Two routes are the same route wherever they are written.
+    public static func == (a: CredentialRoute, b: CredentialRoute) -> Bool {
+        a.id == b.id && a.upstream == b.upstream && a.upstreamCredentialID == b.upstreamCredentialID
+            && a.description == b.description
+    }
 }
 
 /// Everything loaded and cross-checked; immutable, replaced whole on reload.

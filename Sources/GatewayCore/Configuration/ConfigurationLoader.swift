@@ -45,6 +45,7 @@ public enum ConfigurationLoader {
             }
             issues += checkPolicies(directory: gateway.policiesDirectory)
             issues += crossCheck(tenants, files: fileOf, tenantsDirectory: dir)
+            issues += checkHSMRoutes(tenants, upstreams: gateway.upstreams, files: fileOf)
         }
         guard issues.isEmpty, let gateway else { throw ConfigurationError(issues) }
         return LoadedConfiguration(gateway: gateway, tenants: tenants)
@@ -342,7 +343,7 @@ public enum ConfigurationLoader {
                 log.add("credential '\(cid)' is defined twice", at: c.node)
             }
             credentials.append(CredentialRoute(id: cid, upstream: upstream, upstreamCredentialID: upstreamID,
-                                               description: c.string("description")))
+                                               description: c.string("description"), line: c.line(of: "upstreamCredentialID")))
         }
         var timestampUpstream: String?, timestampClientData: String?
         if let ts = root.map("timestamp") {
@@ -370,6 +371,24 @@ public enum ConfigurationLoader {
                 } else {
                     owner[c.id] = t.id
                 }
+            }
+        }
+        return issues
+    }
+
+    /// A route to a local HSM must name a key the HSM upstream describes; otherwise the first
+    /// signature would fail with a 502 instead of the operator hearing of it here.
+    static func checkHSMRoutes(_ tenants: [TenantConfiguration], upstreams: [UpstreamConfiguration],
+                               files: [String: String]) -> [ConfigurationIssue] {
+        var labels = [String: Set<String>]()
+        for u in upstreams { if let p = u.pkcs11 { labels[u.name] = Set(p.credentials.map(\.label)) } }
+        var issues = [ConfigurationIssue]()
+        for t in tenants {
+            for r in t.credentials {
+                guard let known = labels[r.upstream], !known.contains(r.upstreamCredentialID) else { continue }
+                issues.append(ConfigurationIssue(
+                    file: files[t.id] ?? t.id, line: r.line,
+                    message: "credential '\(r.id)': HSM upstream '\(r.upstream)' has no credential labelled '\(r.upstreamCredentialID)' (known: \(known.sorted().joined(separator: ", ")))"))
             }
         }
         return issues
