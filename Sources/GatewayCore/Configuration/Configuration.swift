@@ -282,6 +282,41 @@ public struct TenantConfiguration: Sendable {
     public var timestampUpstream: String?
     /// Sent as `clientData` on timestamp calls: some RSSPs use it to pick the TSA.
     public var timestampClientData: String?
+    /// The reseller this tenant is sold through; the reseller may read this tenant's usage.
+    public var parent: String? = nil
+    public var parentLine: Int? = nil
+    /// What the tenant pays and how much it may sign; nil means usage is recorded but not priced.
+    public var plan: TenantPlan? = nil
+    /// Names of `policies/<name>.yaml` files that apply to every operation of this tenant.
+    public var policies: [String] = []
+}
+
+/// A tenant's monthly plan. Months are calendar months in UTC, so every instance and every
+/// report agrees on where one ends.
+public struct TenantPlan: Sendable, Equatable {
+    /// ISO 4217 code, e.g. EUR.
+    public var currency: String
+    public var monthlyFee: Decimal = 0
+    /// Signatures covered by the monthly fee at `pricePerSignature`.
+    public var includedSignatures: Int = 0
+    public var pricePerSignature: Decimal = 0
+    /// Price of each signature beyond `includedSignatures`.
+    public var overagePrice: Decimal = 0
+    /// Hard monthly cap in signatures; nil means no cap.
+    public var monthlyQuota: Int? = nil
+    /// Percentages of `monthlyQuota` at which an event is raised for the operator.
+    public var quotaThresholds: [Int] = [80, 95]
+
+    public init(currency: String, monthlyFee: Decimal = 0, includedSignatures: Int = 0, pricePerSignature: Decimal = 0,
+                overagePrice: Decimal = 0, monthlyQuota: Int? = nil, quotaThresholds: [Int] = [80, 95]) {
+        self.currency = currency
+        self.monthlyFee = monthlyFee
+        self.includedSignatures = includedSignatures
+        self.pricePerSignature = pricePerSignature
+        self.overagePrice = overagePrice
+        self.monthlyQuota = monthlyQuota
+        self.quotaThresholds = quotaThresholds
+    }
 }
 
 public struct ClientConfiguration: Sendable {
@@ -291,6 +326,8 @@ public struct ClientConfiguration: Sendable {
     public var name: String
     public var secretHash: SecretHash
     public var scopes: Set<String>
+    /// Policy files that apply to this client's operations, on top of the tenant's.
+    public var policies: [String] = []
 }
 
 /// The id a client sees, and where the key behind it really lives.
@@ -301,11 +338,15 @@ public struct CredentialRoute: Sendable, Equatable {
     public var description: String?
     /// Where it is defined, for checks made once every file is read.
     public var line: Int? = nil
+    /// Free-form labels (e.g. `country: DE`) that policy rules can match on.
+    public var labels: [String: String] = [:]
+    /// Policy files that apply to operations with this credential, on top of the tenant's.
+    public var policies: [String] = []
 
     /// Two routes are the same route wherever they are written.
     public static func == (a: CredentialRoute, b: CredentialRoute) -> Bool {
         a.id == b.id && a.upstream == b.upstream && a.upstreamCredentialID == b.upstreamCredentialID
-            && a.description == b.description
+            && a.description == b.description && a.labels == b.labels && a.policies == b.policies
     }
 }
 

@@ -46,6 +46,7 @@ public enum ConfigurationLoader {
             issues += checkPolicies(directory: gateway.policiesDirectory)
             issues += crossCheck(tenants, files: fileOf, tenantsDirectory: dir)
             issues += checkHSMRoutes(tenants, upstreams: gateway.upstreams, files: fileOf)
+            issues += checkParents(tenants, files: fileOf)
         }
         guard issues.isEmpty, let gateway else { throw ConfigurationError(issues) }
         return LoadedConfiguration(gateway: gateway, tenants: tenants)
@@ -302,7 +303,7 @@ public enum ConfigurationLoader {
 
     static func parseTenant(_ text: String, fileStem: String, upstreams: Set<String>, log: IssueLog) -> TenantConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
-        root.rejectUnknownKeys(["tenant", "displayName", "clients", "credentials", "timestamp"])
+        root.rejectUnknownKeys(["tenant", "displayName", "clients", "credentials", "timestamp", "parent", "plan", "policies"])
         let id = root.string("tenant") ?? fileStem
         if id != fileStem {
             log.add("tenant id '\(id)' must match the file name '\(fileStem)'", at: root["tenant"])
@@ -312,7 +313,7 @@ public enum ConfigurationLoader {
         }
         var clients = [ClientConfiguration]()
         for c in root.mapList("clients") {
-            c.rejectUnknownKeys(["id", "name", "secretHash", "secret", "scopes"])
+            c.rejectUnknownKeys(["id", "name", "secretHash", "secret", "scopes", "policies"])
             if c["secret"] != nil {
                 log.add("'\(c.key("secret"))': client secrets are never stored in clear; use 'cscgate secret hash' and put the result in secretHash", at: c["secret"])
             }
@@ -328,12 +329,12 @@ public enum ConfigurationLoader {
                 log.add("'\(c.key("scopes"))': unknown scope '\(s)' (known: \(knownScopes.sorted().joined(separator: ", ")))", at: c["scopes"])
             }
             clients.append(ClientConfiguration(id: cid, line: c.line(of: "id"), name: c.string("name") ?? cid, secretHash: hash,
-                                               scopes: scopes))
+                                               scopes: scopes, policies: policyNames(c)))
         }
         var credentials = [CredentialRoute]()
         var seen = Set<String>()
         for c in root.mapList("credentials") {
-            c.rejectUnknownKeys(["id", "upstream", "upstreamCredentialID", "description"])
+            c.rejectUnknownKeys(["id", "upstream", "upstreamCredentialID", "description", "labels", "policies"])
             guard let cid = c.string("id", required: true), let upstream = c.string("upstream", required: true),
                   let upstreamID = c.string("upstreamCredentialID", required: true) else { continue }
             if !upstreams.contains(upstream) {
@@ -343,7 +344,8 @@ public enum ConfigurationLoader {
                 log.add("credential '\(cid)' is defined twice", at: c.node)
             }
             credentials.append(CredentialRoute(id: cid, upstream: upstream, upstreamCredentialID: upstreamID,
-                                               description: c.string("description"), line: c.line(of: "upstreamCredentialID")))
+                                               description: c.string("description"), line: c.line(of: "upstreamCredentialID"),
+                                               labels: labels(c), policies: policyNames(c)))
         }
         var timestampUpstream: String?, timestampClientData: String?
         if let ts = root.map("timestamp") {
@@ -354,9 +356,72 @@ public enum ConfigurationLoader {
                 log.add("timestamp upstream '\(t)' is not defined in gateway.yaml", at: ts["upstream"])
             }
         }
+        let parent = root.string("parent")
+        if let parent, parent == id {
+            log.add("tenant '\(id)' cannot be its own parent", at: root["parent"])
+        }
         return TenantConfiguration(id: id, displayName: root.string("displayName") ?? id, clients: clients,
                                    credentials: credentials, timestampUpstream: timestampUpstream,
-                                   timestampClientData: timestampClientData)
+                                   timestampClientData: timestampClientData, parent: parent, parentLine: root.line(of: "parent"),
+                                   plan: root.map("plan").flatMap(parsePlan), policies: policyNames(root))
+    }
+
+    static func policyNames(_ m: YAMLMap) -> [String] {
+        let names = m.stringList("policies")
+        for n in names where !isIdentifier(n) {
+            m.log.add("'\(m.key("policies"))': '\(n)' is not a policy name (the file name without .yaml)", at: m["policies"])
+        }
+        return names
+    }
+
+    static func labels(_ m: YAMLMap) -> [String: String] {
+        guard let map = m.map("labels") else { return [:] }
+        var out = [String: String]()
+        for (k, _) in map.pairs {
+            if let v = map.string(k) { out[k] = v }
+        }
+        return out
+    }
+
+    static func parsePlan(_ p: YAMLMap) -> TenantPlan? {
+        p.rejectUnknownKeys(["currency", "monthlyFee", "includedSignatures", "pricePerSignature", "overagePrice",
+                             "monthlyQuota", "quotaThresholds"])
+        guard let currency = p.string("currency", required: true) else { return nil }
+        if currency.count != 3 || !currency.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) }) {
+            p.log.add("'\(p.key("currency"))' must be an ISO 4217 code such as EUR", at: p["currency"])
+        }
+        let pricePerSignature = money(p, "pricePerSignature") ?? 0
+        var plan = TenantPlan(currency: currency, monthlyFee: money(p, "monthlyFee") ?? 0,
+                              includedSignatures: p.int("includedSignatures", default: 0, range: 0...Int(Int32.max)),
+                              pricePerSignature: pricePerSignature,
+                              overagePrice: money(p, "overagePrice") ?? pricePerSignature)
+        if p["monthlyQuota"] != nil {
+            plan.monthlyQuota = p.int("monthlyQuota", default: 0, range: 1...Int(Int32.max))
+        }
+        if p["quotaThresholds"] != nil {
+            var thresholds = [Int]()
+            for (i, node) in p.list("quotaThresholds") {
+                guard let v = node.int, (1...99).contains(v) else {
+                    p.log.add("'\(p.key("quotaThresholds"))[\(i)]' must be a percentage between 1 and 99", at: node)
+                    continue
+                }
+                thresholds.append(v)
+            }
+            plan.quotaThresholds = Array(Set(thresholds)).sorted()
+        }
+        return plan
+    }
+
+    /// Prices are decimals written as in YAML (`0.05`, `"0.05"`), never binary floats: an
+    /// invoice must add up to the cent.
+    static func money(_ m: YAMLMap, _ name: String) -> Decimal? {
+        guard let node = m[name] else { return nil }
+        guard case .scalar(let s) = node, let d = Decimal(string: s.string, locale: Locale(identifier: "en_US_POSIX")),
+              !d.isNaN, d >= 0, s.string.range(of: #"^[0-9]+(\.[0-9]{1,6})?$"#, options: .regularExpression) != nil else {
+            m.log.add("'\(m.key(name))' must be a non-negative decimal amount with at most 6 decimals, e.g. 0.05", at: node)
+            return nil
+        }
+        return d
     }
 
     /// Client ids authenticate on their own (Basic, OAuth2), so they must be unique gateway-wide.
@@ -371,6 +436,31 @@ public enum ConfigurationLoader {
                 } else {
                     owner[c.id] = t.id
                 }
+            }
+        }
+        return issues
+    }
+
+    /// A parent must exist, and following parents must end: a reseller hierarchy with a cycle
+    /// would let two resellers read each other's customers.
+    static func checkParents(_ tenants: [TenantConfiguration], files: [String: String]) -> [ConfigurationIssue] {
+        let parentOf = Dictionary(tenants.map { ($0.id, $0.parent) }, uniquingKeysWith: { a, _ in a })
+        var issues = [ConfigurationIssue]()
+        for t in tenants {
+            guard let p = t.parent else { continue }
+            let file = files[t.id] ?? t.id
+            guard parentOf[p] != nil else {
+                issues.append(ConfigurationIssue(file: file, line: t.parentLine, message: "parent tenant '\(p)' is not defined"))
+                continue
+            }
+            var seen: Set<String> = [t.id]
+            var next: String? = p
+            while let n = next {
+                if !seen.insert(n).inserted {
+                    issues.append(ConfigurationIssue(file: file, line: t.parentLine, message: "tenant '\(t.id)' is its own ancestor through 'parent'"))
+                    break
+                }
+                next = parentOf[n] ?? nil
             }
         }
         return issues

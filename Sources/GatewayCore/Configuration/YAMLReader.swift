@@ -40,7 +40,7 @@ struct YAMLMap {
     let node: Node
     let path: String
     let log: IssueLog
-    private let pairs: [(String, Node)]
+    let pairs: [(String, Node)]
 
     init?(_ node: Node, path: String, log: IssueLog) {
         guard case .mapping(let mapping) = node else {
