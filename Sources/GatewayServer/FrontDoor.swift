@@ -9,13 +9,19 @@ public struct FrontDoorResponse: Sendable {
     public var body: Data?
     public var headers: [String: String]
 
-    init(status: Int = 200, json: JSONObject? = nil, headers: [String: String] = [:]) {
+    public init(status: Int = 200, body: Data, contentType: String) {
+        self.status = status
+        self.body = body
+        self.headers = ["Content-Type": contentType]
+    }
+
+    public init(status: Int = 200, json: JSONObject? = nil, headers: [String: String] = [:]) {
         self.status = status
         self.body = json?.serialized()
         self.headers = headers
     }
 
-    init(_ error: CSCError) {
+    public init(_ error: CSCError) {
         self.status = error.status
         self.body = error.body.serialized()
         self.headers = error.headers

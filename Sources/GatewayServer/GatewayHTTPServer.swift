@@ -12,11 +12,13 @@ public struct GatewayResponder: HTTPResponder {
     public typealias Context = BasicRequestContext
 
     let frontDoor: FrontDoor
+    let admin: AdminAPI
     let maxBodyBytes: Int
     let logger: Logger
 
-    public init(gateway: Gateway, logger: Logger) {
+    public init(gateway: Gateway, admin: AdminAPI, logger: Logger) {
         self.frontDoor = FrontDoor(gateway: gateway)
+        self.admin = admin
         self.maxBodyBytes = gateway.configuration.maxBodyBytes
         self.logger = logger
     }
@@ -32,6 +34,16 @@ public struct GatewayResponder: HTTPResponder {
 
         if path == "/health" && (request.method == .get || request.method == .head) {
             answer = FrontDoorResponse(json: JSONObject(["status": .string("ok")]))
+        } else if path.hasPrefix(AdminAPI.prefix) {
+            do {
+                let buffer = try await request.collectBody(upTo: maxBodyBytes)
+                answer = await admin.handle(method: request.method, path: String(path.dropFirst(AdminAPI.prefix.count)),
+                                            query: AdminAPI.query(request.uri.description),
+                                            authorization: request.headers[.authorization],
+                                            body: Data(buffer.readableBytesView), context: operation)
+            } catch {
+                answer = FrontDoorResponse(.bodyTooLarge(limit: maxBodyBytes))
+            }
         } else if request.method != .post {
             answer = FrontDoorResponse(CSCError(status: 405, error: "invalid_request",
                                                 description: "CSC methods are called with POST", headers: ["Allow": "POST"]))
@@ -97,10 +109,10 @@ public struct GatewayResponder: HTTPResponder {
 
 /// Builds the Hummingbird application around a gateway.
 public enum GatewayApplication {
-    public static func make(gateway: Gateway, logger: Logger) -> some ApplicationProtocol {
+    public static func make(gateway: Gateway, admin: AdminAPI? = nil, logger: Logger) -> some ApplicationProtocol {
         let config = gateway.configuration
         return Application(
-            responder: GatewayResponder(gateway: gateway, logger: logger),
+            responder: GatewayResponder(gateway: gateway, admin: admin ?? AdminAPI(operators: config.admins), logger: logger),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "cscgate"),
             logger: logger)
     }

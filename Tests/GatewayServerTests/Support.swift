@@ -76,10 +76,10 @@ final class ServerFixture: Sendable {
     deinit { try? FileManager.default.removeItem(at: directory) }
 
     /// Runs `body` against the real responder through Hummingbird's in-process test client.
-    func test<T: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> T) async throws -> T {
+    func test<T: Sendable>(admin: AdminAPI? = nil, _ body: @Sendable (any TestClientProtocol) async throws -> T) async throws -> T {
         var logger = Logger(label: "cscgate-test")
         logger.logLevel = .critical
-        return try await GatewayApplication.make(gateway: gateway, logger: logger).test(.router, body)
+        return try await GatewayApplication.make(gateway: gateway, admin: admin, logger: logger).test(.router, body)
     }
 }
 

@@ -17,6 +17,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxHashesPerRequest: Int
     public var upstreams: [UpstreamConfiguration]
     public var ledger: LedgerSettings
+    /// Operators allowed on `/admin/v1/`; empty means the admin API answers 401 to everyone.
+    public var admins: [AdminConfiguration] = []
 
     /// Where usage is recorded. The embedded default is a SQLite file next to gateway.yaml;
     /// several instances share one PostgreSQL database instead.
@@ -270,6 +272,14 @@ public enum SecretReference: Sendable, Equatable, CustomStringConvertible {
         case .file(let p): "file:\(p)"
         }
     }
+}
+
+/// An operator of the gateway (billing, compliance, on-call), who calls `/admin/v1/` with
+/// `Authorization: Bearer <secret>`. The secret is stored as a `cscgate secret hash`.
+public struct AdminConfiguration: Sendable {
+    public var id: String
+    public var secretHash: SecretHash
+    public init(id: String, secretHash: SecretHash) { self.id = id; self.secretHash = secretHash }
 }
 
 /// `tenants/<tenant>.yaml`: one customer of the gateway.

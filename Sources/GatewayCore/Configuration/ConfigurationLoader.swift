@@ -63,7 +63,7 @@ public enum ConfigurationLoader {
     static func parseGateway(_ text: String, base: URL, log: IssueLog) -> GatewayConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
         root.rejectUnknownKeys(["listen", "publicURL", "tenants", "policies", "service", "tokens", "sad", "limits", "upstreams",
-                                "ledger"])
+                                "ledger", "admin"])
         let listen = root.map("listen")
         listen?.rejectUnknownKeys(["host", "port"])
         let host = listen?.string("host") ?? "127.0.0.1"
@@ -91,6 +91,7 @@ public enum ConfigurationLoader {
             sad.maxLifetime = s.int("maxLifetime", default: 3600, range: 10...86400)
         }
         let ledger = parseLedger(root.map("ledger"), base: base)
+        let admins = parseAdmins(root.map("admin"))
         let limits = root.map("limits")
         limits?.rejectUnknownKeys(["maxBodyBytes", "maxHashesPerRequest"])
         var upstreams = [UpstreamConfiguration]()
@@ -110,11 +111,31 @@ public enum ConfigurationLoader {
             service: service, tokens: tokens, sad: sad,
             maxBodyBytes: limits?.int("maxBodyBytes", default: 1 << 20, range: 1024...(64 << 20)) ?? (1 << 20),
             maxHashesPerRequest: limits?.int("maxHashesPerRequest", default: 1000, range: 1...100_000) ?? 1000,
-            upstreams: upstreams, ledger: ledger)
+            upstreams: upstreams, ledger: ledger, admins: admins)
     }
 
     /// `ledger:` either `path` (SQLite, the default) or `url` (PostgreSQL) with the password
     /// from `passwordEnv`/`passwordFile` when the server asks for one.
+    static func parseAdmins(_ m: YAMLMap?) -> [AdminConfiguration] {
+        guard let m else { return [] }
+        m.rejectUnknownKeys(["operators"])
+        var admins = [AdminConfiguration]()
+        for o in m.mapList("operators") {
+            o.rejectUnknownKeys(["id", "secretHash", "secret"])
+            if o["secret"] != nil {
+                o.log.add("'\(o.key("secret"))': operator secrets are never stored in clear; use 'cscgate secret hash' and put the result in secretHash", at: o["secret"])
+            }
+            guard let id = o.string("id", required: true), let text = o.string("secretHash", required: true) else { continue }
+            guard let hash = SecretHash(encoded: text) else {
+                o.log.add("'\(o.key("secretHash"))' is not a hash made by 'cscgate secret hash'", at: o["secretHash"])
+                continue
+            }
+            if admins.contains(where: { $0.id == id }) { o.log.add("operator '\(id)' is defined twice", at: o["id"]) }
+            admins.append(AdminConfiguration(id: id, secretHash: hash))
+        }
+        return admins
+    }
+
     static func parseLedger(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.LedgerSettings {
         m?.rejectUnknownKeys(["path", "url", "passwordEnv", "passwordFile", "schema", "maxConnections", "checkpointKeyFile",
                               "checkpointInterval"])
