@@ -18,7 +18,7 @@ APT_FILES := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-too
 # The PostgreSQL ledger's tests and benchmark: scripts/postgres.sh runs a server on loopback.
 PG_TEST_URL := postgres://cscgate@127.0.0.1:55432/cscgate_test?sslmode=disable
 
-.PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm bench-ledger deps venv peers peers-stop postgres \
+.PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm bench-ledger bench-ledger-cost deps venv peers peers-stop postgres \
 	postgres-stop bench check clean
 
 all: build
@@ -83,6 +83,10 @@ e2e-test:
 bench: deps venv peers
 	bash benchmarks/signhash.sh
 	bash benchmarks/hsm.sh
+
+# The usage ledger's cost on signHash: the same gateway with and without it, in one run.
+bench-ledger-cost: deps venv peers
+	bash benchmarks/signhash.sh --concurrency 1,8,64 --ledger-cost
 
 # Local HSM only: raw SoftHSM2 sign rate versus signHash/s through the gateway (no peers needed).
 bench-hsm: deps venv

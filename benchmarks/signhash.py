@@ -6,7 +6,12 @@ configuration in front of the same dummy (vendor-a, EC P-256 credential, SCAL 1)
 
 Every request is a real signature: through the gateway each body carries its own share of a
 gateway SAD (numSignatures = multisign), so the gateway's budget checks run on every call.
-Usage: .venv/bin/python benchmarks/signhash.py [--seconds 5] [--rounds 3]
+With --ledger-cost a third side runs: the same gateway configuration with `ledger.enabled:
+false`, on its own port, so the ledger's cost on the signHash path is printed too (latency at
+each concurrency, and throughput where group commit hides the fsync).
+
+Usage: .venv/bin/python benchmarks/signhash.py [--seconds 5] [--rounds 3] [--concurrency 1,8]
+                                                [--ledger-cost]
 """
 from __future__ import annotations
 
@@ -53,16 +58,17 @@ def post(port, path, body, token=None, basic=None):
 LEDGER_DIR = os.environ.get("BENCH_LEDGER_DIR")
 
 
-def start_gateway(workdir: Path) -> subprocess.Popen:
+def start_gateway(workdir: Path, port: int = GATEWAY_PORT, ledger: bool = True) -> subprocess.Popen:
+    workdir.mkdir(exist_ok=True)
     secret_hash = subprocess.run([BIN, "secret", "hash"], input=SECRET, capture_output=True, text=True,
                                  check=True).stdout.strip()
     (workdir / "tenants").mkdir()
     (workdir / "policies").mkdir()
     (workdir / "sad.key").write_text(base64.b64encode(secrets.token_bytes(32)).decode())
     (workdir / "gateway.yaml").write_text(f"""
-listen: {{host: 127.0.0.1, port: {GATEWAY_PORT}}}
+listen: {{host: 127.0.0.1, port: {port}}}
 sad: {{keyFile: sad.key}}
-ledger: {{path: "{(Path(LEDGER_DIR) if LEDGER_DIR else workdir) / 'ledger.sqlite'}"}}
+ledger: {{path: "{(Path(LEDGER_DIR) if LEDGER_DIR else workdir) / 'ledger.sqlite'}", enabled: {str(ledger).lower()}}}
 upstreams:
   - {{name: vendor-a, kind: csc, baseURL: "http://127.0.0.1:{DUMMY_PORT}", version: v1, maxConnections: 16}}
 """)
@@ -79,7 +85,7 @@ credentials:
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
-            c = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=1)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             c.request("GET", "/health")
             if c.getresponse().status == 200:
                 return proc
@@ -101,9 +107,9 @@ def direct_bodies(count: int) -> list[str]:
             for _ in range(count)]
 
 
-def gateway_bodies(count: int, token: str, per_sad: int) -> list[str]:
+def gateway_bodies(count: int, token: str, per_sad: int, port: int = GATEWAY_PORT) -> list[str]:
     def one_sad(_):
-        sad = post(GATEWAY_PORT, "/csc/v1/credentials/authorize",
+        sad = post(port, "/csc/v1/credentials/authorize",
                    {"credentialID": "bench-ec", "numSignatures": per_sad}, token=token)["SAD"]
         return [json.dumps({"credentialID": "bench-ec", "SAD": sad, "hash": [digest()], "signAlgo": EC_OID})
                 for _ in range(per_sad)]
@@ -148,41 +154,56 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-rate", type=int, default=3000, help="upper bound on req/s, to size the prepared bodies")
+    ap.add_argument("--concurrency", default="1,8", help="comma-separated wrk connection counts")
+    ap.add_argument("--ledger-cost", action="store_true", help="also run a gateway with ledger.enabled: false")
     args = ap.parse_args()
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} missing: swift build -c release --scratch-path .build-release --product cscgate")
+    concs = [int(c) for c in args.concurrency.split(",")]
     count = args.max_rate * args.seconds
+    sides = ["direct", "gateway"] + (["no-ledger"] if args.ledger_cost else [])
+    ports = {"direct": DUMMY_PORT, "gateway": GATEWAY_PORT, "no-ledger": GATEWAY_PORT + 1}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        gw = start_gateway(workdir)
+        procs, tokens = [], {}
         try:
-            token = post(GATEWAY_PORT, "/csc/v1/auth/login", {}, basic=f"bench-app:{SECRET}")["access_token"]
-            info = post(GATEWAY_PORT, "/csc/v1/credentials/info", {"credentialID": "bench-ec"}, token=token)
+            for side in sides[1:]:
+                procs.append(start_gateway(workdir / side, ports[side], ledger=side == "gateway"))
+                tokens[side] = post(ports[side], "/csc/v1/auth/login", {}, basic=f"bench-app:{SECRET}")["access_token"]
+            info = post(GATEWAY_PORT, "/csc/v1/credentials/info", {"credentialID": "bench-ec"}, token=tokens["gateway"])
             per_sad = int(info["multisign"])
-            results = {(side, c): [] for side in ("direct", "gateway") for c in (1, 8)}
+            results = {(side, c): [] for side in sides for c in concs}
             for r in range(args.rounds):
-                for conc in (1, 8):
-                    for side in ("direct", "gateway"):
-                        bodies = direct_bodies(count) if side == "direct" else gateway_bodies(count, token, per_sad)
-                        port = DUMMY_PORT if side == "direct" else GATEWAY_PORT
-                        res = run_wrk(port, bodies, token, conc, args.seconds, workdir)
+                for conc in concs:
+                    for side in sides:
+                        token = tokens.get(side, "")
+                        bodies = direct_bodies(count) if side == "direct" else gateway_bodies(count, token, per_sad, ports[side])
+                        res = run_wrk(ports[side], bodies, token, conc, args.seconds, workdir)
                         if res["errors"]:
                             raise SystemExit(f"{side} c{conc}: {res['errors']} non-2xx answers; see gateway.log")
                         results[(side, conc)].append(res)
-                        print(f"round {r + 1} {side:7} c{conc}: {res['rps']:8.0f} req/s  p50 {res['p50']:.2f} ms"
+                        print(f"round {r + 1} {side:9} c{conc}: {res['rps']:8.0f} req/s  p50 {res['p50']:.2f} ms"
                               f"  p99 {res['p99']:.2f} ms", flush=True)
         finally:
-            gw.terminate()
-            gw.wait(10)
+            for p in procs:
+                p.terminate()
+                p.wait(10)
     med = lambda side, c, k: statistics.median(x[k] for x in results[(side, c)])
     print(f"\nsignHash, EC P-256, {args.rounds} rounds of {args.seconds} s, medians (wrk on the same 2 cores):")
     print(f"{'':12}{'direct req/s':>14}{'gateway req/s':>15}{'ratio':>8}{'p50 direct':>12}{'p50 gw':>9}"
           f"{'added p50':>11}{'p99 direct':>12}{'p99 gw':>9}")
-    for c in (1, 8):
+    for c in concs:
         d, g = med("direct", c, "rps"), med("gateway", c, "rps")
         dp, gp = med("direct", c, "p50"), med("gateway", c, "p50")
         print(f"{'conc ' + str(c):12}{d:14.0f}{g:15.0f}{g / d:8.2f}{dp:11.2f}ms{gp:7.2f}ms{gp - dp:9.2f}ms"
               f"{med('direct', c, 'p99'):10.2f}ms{med('gateway', c, 'p99'):7.2f}ms")
+    if args.ledger_cost:
+        print("\nthe ledger's cost: the same gateway with and without the usage ledger (SQLite, synchronous=FULL):")
+        print(f"{'':12}{'no ledger':>12}{'ledger':>10}{'ratio':>8}{'p50 no-ledger':>15}{'p50 ledger':>12}{'added':>9}")
+        for c in concs:
+            n, g = med("no-ledger", c, "rps"), med("gateway", c, "rps")
+            np_, gp = med("no-ledger", c, "p50"), med("gateway", c, "p50")
+            print(f"{'conc ' + str(c):12}{n:12.0f}{g:10.0f}{g / n:8.2f}{np_:13.2f}ms{gp:10.2f}ms{gp - np_:7.2f}ms")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ struct Serve: AsyncParsableCommand {
         }
         defer { for h in hsms { h.shutdown() } }
         let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
-        let ledger = try await openLedger(loaded.gateway.ledger)
+        let ledger = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
+        if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
                               ledger: ledger)
         logger.info("starting", metadata: [
@@ -95,11 +96,11 @@ struct Serve: AsyncParsableCommand {
             try await app.runService()
         } catch {
             for u in upstreams { await u.shutdown() }
-            await ledger.shutdown()
+            await ledger?.shutdown()
             throw error
         }
         for u in upstreams { await u.shutdown() }
-        await ledger.shutdown()
+        await ledger?.shutdown()
     }
 
     /// Without a configured key, SADs are sealed with a key that dies with the process.
@@ -129,6 +130,9 @@ struct Check: ParsableCommand {
         do {
             let loaded = try ConfigurationLoader.load(gatewayFile: options.config)
             let credentials = loaded.tenants.reduce(0) { $0 + $1.credentials.count }
+            if !loaded.gateway.ledger.enabled {
+                print("warning: ledger.enabled is false: no operation is recorded, billed or auditable")
+            }
             print("ok: \(loaded.gateway.upstreams.count) upstreams, \(loaded.tenants.count) tenants, \(credentials) credentials")
         } catch let error as ConfigurationError {
             for issue in error.issues { print(issue) }

@@ -35,6 +35,9 @@ public struct GatewayConfiguration: Sendable {
         /// Every instance writing one PostgreSQL ledger must use the same key.
         public var checkpointKeyFile: String
         public var checkpointInterval: Int
+        /// `ledger.enabled: false` records nothing: no billing, no audit trail, no replay of a
+        /// retried signHash. Only for measuring what the ledger costs; `cscgate check` warns.
+        public var enabled = true
 
         public init(store: Store, checkpointKeyFile: String, checkpointInterval: Int) {
             self.store = store; self.checkpointKeyFile = checkpointKeyFile; self.checkpointInterval = checkpointInterval

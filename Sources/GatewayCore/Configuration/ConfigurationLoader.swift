@@ -138,7 +138,13 @@ public enum ConfigurationLoader {
 
     static func parseLedger(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.LedgerSettings {
         m?.rejectUnknownKeys(["path", "url", "passwordEnv", "passwordFile", "schema", "maxConnections", "checkpointKeyFile",
-                              "checkpointInterval"])
+                              "checkpointInterval", "enabled"])
+        var settings = parseLedgerStore(m, base: base)
+        settings.enabled = m?.bool("enabled", default: true) ?? true
+        return settings
+    }
+
+    private static func parseLedgerStore(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.LedgerSettings {
         let keyFile = resolve(m?.string("checkpointKeyFile") ?? "ledger-checkpoint.key", base: base)
         let interval = m?.int("checkpointInterval", default: 1000, range: 1...1_000_000) ?? 1000
         let sqlite = GatewayConfiguration.LedgerSettings.Store.sqlite(path: resolve(m?.string("path") ?? "ledger.sqlite", base: base))
