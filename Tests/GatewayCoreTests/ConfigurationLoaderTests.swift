@@ -374,4 +374,14 @@ struct ConfigurationLoaderTests {
         #expect(issues.contains { $0.message.contains("listen.port") })
         #expect(issues.contains { $0.message.contains("nowhere") })
     }
+
+    @Test("the ledger is on unless ledger.enabled is false, and enabled must be a boolean")
+    func ledgerEnabled() throws {
+        var folder = try ConfigFolder()
+        #expect(try folder.load().gateway.ledger.enabled)
+        folder.gateway += "\nledger:\n  enabled: false\n"
+        #expect(try !folder.load().gateway.ledger.enabled)
+        folder.gateway = ConfigFolder.validGateway + "\nledger:\n  enabled: sometimes\n"
+        try folder.expectIssue("'ledger.enabled' must be true or false", file: folder.gatewayFile, line: nil)
+    }
 }
