@@ -19,7 +19,7 @@ APT_FILES := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-too
 PG_TEST_URL := postgres://cscgate@127.0.0.1:55432/cscgate_test?sslmode=disable
 
 .PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm bench-ledger deps venv peers peers-stop postgres \
-	postgres-stop bench check clean
+	postgres-stop bench bench-ocsp check clean
 
 all: build
 
@@ -83,6 +83,10 @@ e2e-test:
 bench: deps venv peers
 	bash benchmarks/signhash.sh
 	bash benchmarks/hsm.sh
+
+# signHash with OCSP checking on (warm verdict cache) versus off, and the cold-miss latency.
+bench-ocsp: deps venv peers
+	bash benchmarks/ocsp.sh
 
 # Local HSM only: raw SoftHSM2 sign rate versus signHash/s through the gateway (no peers needed).
 bench-hsm: deps venv
