@@ -129,7 +129,7 @@ public struct OCSPEvaluator: Sendable {
                 return result
             }
             if reasons.contains(where: { $0.contains("status unknown") }), single?.status == .unknown {
-                return merge(result, failed(.unknown, "the OCSP responder does not know it"))
+                return merge(result, failed(.unknown, "its OCSP responder answered unknown"))
             }
             result.responseDER = nil  // an answer that failed verification is no evidence
             let why = reasons.first.map { String($0.prefix(200)) } ?? "rejected"
