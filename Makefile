@@ -59,7 +59,9 @@ postgres-stop:
 # tenant (tenants/demo.yaml) in front of two demo vendors. README "Quick start" shows the calls.
 # The demo HSM: a SoftHSM2 token in .run/softhsm with an EC and an RSA key whose certificates
 # come from a demo CA in .run/pki/demo-ca (idempotent).
-hsm-demo: deps build
+# gateway.yaml names the vendors' exported roots as trust anchors, so they must exist first.
+hsm-demo: deps venv build
+	bash scripts/make-pki.sh
 	bash scripts/softhsm-setup.sh
 
 demo: deps venv build peers .run/sad.key hsm-demo
