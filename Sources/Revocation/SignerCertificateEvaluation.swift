@@ -58,25 +58,25 @@ public struct OCSPEvaluator: Sendable {
 
         // Validity and key usage first: cheap, and their answers do not depend on a responder.
         if now < leaf.notValidBefore {
-            return failed(.notYetValid, "valid from \(Self.stamp(leaf.notValidBefore))", until: leaf.notValidBefore)
+            return merge(result, failed(.notYetValid, "valid from \(Self.stamp(leaf.notValidBefore))", until: leaf.notValidBefore))
         }
         if now > leaf.notValidAfter {
-            return failed(.expired, "expired on \(Self.stamp(leaf.notValidAfter))", until: .distantFuture)
+            return merge(result, failed(.expired, "expired on \(Self.stamp(leaf.notValidAfter))", until: .distantFuture))
         }
         if let usage = try? leaf.extensions.keyUsage {
             let fits = policy.keyUsage == .nonRepudiation ? usage.nonRepudiation : (usage.digitalSignature || usage.nonRepudiation)
             if !fits {
-                return failed(.unfitForSigning, "its key usage does not include \(policy.keyUsage.rawValue)",
-                              until: leaf.notValidAfter)
+                return merge(result, failed(.unfitForSigning, "its key usage does not include \(policy.keyUsage.rawValue)",
+                                            until: leaf.notValidAfter))
             }
         }
         let roots = anchors.certificates(policy.trustAnchors)
-        guard !roots.isEmpty else { return failed(.untrusted, "no trust anchors are configured for it") }
+        guard !roots.isEmpty else { return merge(result, failed(.untrusted, "no trust anchors are configured for it")) }
 
         let override = settings.responders.first { $0.issuer == leaf.issuer.description }?.url
         let aia = (try? leaf.extensions.authorityInformationAccess)?.first { $0.method == .ocspServer }
         guard override != nil || aia != nil else {
-            return failed(.unavailable, "it names no OCSP responder and none is configured for its issuer")
+            return merge(result, failed(.unavailable, "it names no OCSP responder and none is configured for its issuer"))
         }
         let exchange = OCSPExchange()
         let requester = HTTPOCSPRequester(client: client, overrideURL: override, timeout: settings.timeout, useGET: settings.get,
