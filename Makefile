@@ -19,7 +19,7 @@ APT_FILES := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-too
 PG_TEST_URL := postgres://cscgate@127.0.0.1:55432/cscgate_test?sslmode=disable
 
 .PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm bench-ledger bench-ledger-cost deps venv peers peers-stop postgres \
-	postgres-stop bench check clean
+	postgres-stop bench bench-ocsp check clean
 
 all: build
 
@@ -59,7 +59,9 @@ postgres-stop:
 # tenant (tenants/demo.yaml) in front of two demo vendors. README "Quick start" shows the calls.
 # The demo HSM: a SoftHSM2 token in .run/softhsm with an EC and an RSA key whose certificates
 # come from a demo CA in .run/pki/demo-ca (idempotent).
-hsm-demo: deps build
+# gateway.yaml names the vendors' exported roots as trust anchors, so they must exist first.
+hsm-demo: deps venv build
+	bash scripts/make-pki.sh
 	bash scripts/softhsm-setup.sh
 
 demo: deps venv build peers .run/sad.key hsm-demo
@@ -87,6 +89,9 @@ bench: deps venv peers
 # The usage ledger's cost on signHash: the same gateway with and without it, in one run.
 bench-ledger-cost: deps venv peers
 	bash benchmarks/signhash.sh --concurrency 1,8,64 --ledger-cost
+# signHash with OCSP checking on (warm verdict cache) versus off, and the cold-miss latency.
+bench-ocsp: deps venv peers
+	bash benchmarks/ocsp.sh
 
 # Local HSM only: raw SoftHSM2 sign rate versus signHash/s through the gateway (no peers needed).
 bench-hsm: deps venv

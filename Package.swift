@@ -52,6 +52,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Signer-certificate validation: chain, key usage and OCSP (swift-certificates), verdict cache.
+        .target(
+            name: "Revocation",
+            dependencies: [
+                "GatewayCore",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "GatewayServer",
             dependencies: [
@@ -78,7 +92,8 @@ let package = Package(
         .executableTarget(
             name: "cscgate",
             dependencies: [
-                "GatewayServer", "GatewayCore", "Upstreams", "Ledger",
+                "GatewayServer", "GatewayCore", "Upstreams", "Ledger", "Revocation",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -87,6 +102,17 @@ let package = Package(
         ),
         .testTarget(name: "CSCTests", dependencies: ["CSC"]),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "CSC"]),
+        .testTarget(
+            name: "RevocationTests",
+            dependencies: [
+                "Revocation", "GatewayCore", "CSC",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "LedgerTests",
             dependencies: [

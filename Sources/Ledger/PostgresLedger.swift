@@ -13,7 +13,7 @@ import PostgresNIO
 /// looked up after the lock, so two instances receiving the same retry record it once.
 ///
 /// `record` returns once the transaction holding the event is committed (synchronous commit).
-public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle {
+public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
     let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger
@@ -59,6 +59,25 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle {
             await runner.value
             throw PostgresLedgerError(error)
         }
+    }
+
+    /// Stored once per content address, committed before the address is handed out.
+    public nonisolated func storeEvidence(_ der: Data) async throws -> String {
+        let address = EvidenceHex.sha256(der)
+        let millis = LedgerChain.timeMs(Date())
+        try await client.query("""
+            INSERT INTO ocsp_evidence (address, der, stored_ms) VALUES (\(address), \(der), \(millis))
+            ON CONFLICT (address) DO NOTHING
+            """, logger: logger)
+        return address
+    }
+
+    public nonisolated func evidence(address: String) async throws -> Data? {
+        for try await der in try await client.query("SELECT der FROM ocsp_evidence WHERE address = \(address)", logger: logger)
+            .decode(Data.self) {
+            return der
+        }
+        return nil
     }
 
     public func record(_ event: UsageEvent) async throws {
@@ -400,6 +419,9 @@ enum PostgresLedgerSchema {
             """,
             // The head of each tenant's chain: the row every writer locks to extend it.
             "CREATE TABLE ledger_heads (tenant TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash BYTEA NOT NULL)",
+        ]),
+        ("v2: OCSP responses kept as evidence", [
+            "CREATE TABLE ocsp_evidence (address TEXT PRIMARY KEY, der BYTEA NOT NULL, stored_ms BIGINT NOT NULL)",
         ]),
     ]
 

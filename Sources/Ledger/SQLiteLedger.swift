@@ -10,7 +10,7 @@ import GRDB
 ///
 /// `record` returns once the batch holding the event is committed to disk, so the signHash
 /// answer waits for durability while many concurrent requests share one fsync.
-public actor SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle {
+public actor SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
     let pool: DatabasePool
     private var heads: [String: ChainHead]
     private var pending: [(UsageEvent, CheckedContinuation<Void, Error>)] = []
@@ -79,6 +79,21 @@ public actor SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle {
             heads = try await pool.write { db in try LedgerWriter.append(slice, heads: startHeads, checkpoints: signer, db: db) }
             start += chunk
         }
+    }
+
+    /// Evidence is rare (one response per certificate per nextUpdate): written in its own
+    /// transaction, outside the group-commit queue, and durable before any event names it.
+    public nonisolated func storeEvidence(_ der: Data) async throws -> String {
+        let address = EvidenceHex.sha256(der)
+        try await pool.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO ocsp_evidence (address, der, stored_ms) VALUES (?, ?, ?)",
+                           arguments: [address, der, LedgerChain.timeMs(Date())])
+        }
+        return address
+    }
+
+    public nonisolated func evidence(address: String) async throws -> Data? {
+        try await pool.read { db in try Data.fetchOne(db, sql: "SELECT der FROM ocsp_evidence WHERE address = ?", arguments: [address]) }
     }
 
     /// Nothing to let go: every pending record is awaited by its caller, and the file closes
@@ -249,6 +264,19 @@ enum LedgerSchema {
                   PRIMARY KEY (tenant, seq));
                 """)
         }
+        m.registerMigration("v2: OCSP responses kept as evidence") { db in
+            // Content-addressed (sha-256 of the DER): a response relied on by many signings is stored once.
+            try db.execute(sql: """
+                CREATE TABLE ocsp_evidence (address TEXT PRIMARY KEY, der BLOB NOT NULL, stored_ms INTEGER NOT NULL)
+                """)
+        }
         return m
+    }
+}
+
+/// Evidence addresses: lower-case hex SHA-256, as the revocation checker computes them.
+enum EvidenceHex {
+    static func sha256(_ data: Data) -> String {
+        Data(SHA256.hash(data: data)).map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
     }
 }

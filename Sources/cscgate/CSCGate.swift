@@ -8,6 +8,7 @@ import Ledger
 import Logging
 import NIOCore
 import NIOPosix
+import Revocation
 import Upstreams
 
 /// Entry point. Installs NIO's event loops as Swift's global executor before any task exists,
@@ -31,7 +32,7 @@ struct CSCGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cscgate",
         abstract: "A multi-tenant CSC remote-signing gateway.",
-        subcommands: [Serve.self, Check.self, Secret.self, Keys.self, LedgerCommand.self, Report.self])
+        subcommands: [Serve.self, Check.self, Secret.self, Keys.self, LedgerCommand.self, Report.self, OCSPCommand.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -85,8 +86,9 @@ struct Serve: AsyncParsableCommand {
         let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
         let ledger = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
         if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
+        let revocation = try SignerCertificateChecking(loaded, evidence: ledger as? any EvidenceStore)
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
-                              ledger: ledger)
+                              ledger: ledger, revocation: revocation?.checker)
         logger.info("starting", metadata: [
             "address": .string("\(loaded.gateway.host):\(loaded.gateway.port)"),
             "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(backends.count),
@@ -96,10 +98,12 @@ struct Serve: AsyncParsableCommand {
             try await app.runService()
         } catch {
             for u in upstreams { await u.shutdown() }
+            await revocation?.shutdown()
             await ledger?.shutdown()
             throw error
         }
         for u in upstreams { await u.shutdown() }
+        await revocation?.shutdown()
         await ledger?.shutdown()
     }
 

@@ -19,6 +19,8 @@ public struct GatewayConfiguration: Sendable {
     public var ledger: LedgerSettings
     /// Operators allowed on `/admin/v1/`; empty means the admin API answers 401 to everyone.
     public var admins: [AdminConfiguration] = []
+    /// `ocsp:`: signer-certificate validation before authorize and signHash; off when absent.
+    public var ocsp: OCSPSettings = OCSPSettings()
 
     /// Where usage is recorded. The embedded default is a SQLite file next to gateway.yaml;
     /// several instances share one PostgreSQL database instead.
@@ -177,6 +179,8 @@ public struct UpstreamConfiguration: Sendable {
     public var maxConnections: Int
     /// How long credential descriptions fetched from the upstream are reused.
     public var credentialInfoTTL: Double
+    /// PEM files of the CAs this upstream's signer certificates must chain to.
+    public var trustAnchors: [String] = []
     /// Set for `kind: pkcs11`: the keys live in a local HSM and the gateway is the RSSP
     /// (`baseURL` and the HTTP settings are then unused).
     public var pkcs11: PKCS11Settings? = nil
@@ -302,6 +306,8 @@ public struct TenantConfiguration: Sendable {
     public var plan: TenantPlan? = nil
     /// Names of `policies/<name>.yaml` files that apply to every operation of this tenant.
     public var policies: [String] = []
+    /// The tenant's own choices for its signer certificates (failure mode, key usage, anchors).
+    public var signerCertificates = SignerCertificateOverrides()
 }
 
 /// A tenant's monthly plan. Months are calendar months in UTC, so every instance and every
@@ -355,11 +361,14 @@ public struct CredentialRoute: Sendable, Equatable {
     public var labels: [String: String] = [:]
     /// Policy files that apply to operations with this credential, on top of the tenant's.
     public var policies: [String] = []
+    /// This credential's own choices for its signer certificate (failure mode, key usage).
+    public var signerCertificates = SignerCertificateOverrides()
 
     /// Two routes are the same route wherever they are written.
     public static func == (a: CredentialRoute, b: CredentialRoute) -> Bool {
         a.id == b.id && a.upstream == b.upstream && a.upstreamCredentialID == b.upstreamCredentialID
             && a.description == b.description && a.labels == b.labels && a.policies == b.policies
+            && a.signerCertificates == b.signerCertificates
     }
 }
 
@@ -367,4 +376,56 @@ public struct CredentialRoute: Sendable, Equatable {
 public struct LoadedConfiguration: Sendable {
     public var gateway: GatewayConfiguration
     public var tenants: [TenantConfiguration]
+}
+
+/// What a signer-certificate check refuses when the OCSP answer is not a clear "good".
+public enum RevocationFailureMode: String, Sendable, Hashable, CaseIterable {
+    /// unknown, unreachable, timeout or invalid response: refuse.
+    case hard
+    /// the same: pass, logged and recorded in the usage event. A revoked answer still refuses.
+    case soft
+}
+
+/// The key usage a signer certificate must carry.
+public enum SignerKeyUsage: String, Sendable, Hashable, CaseIterable {
+    case digitalSignature, nonRepudiation
+}
+
+/// `ocsp:` in gateway.yaml. Defaults follow RFC 5019 and keep a dead responder from stalling signing.
+public struct OCSPSettings: Sendable {
+    public var enabled = false
+    public var failureMode = RevocationFailureMode.hard
+    public var keyUsage = SignerKeyUsage.digitalSignature
+    /// Seconds for one responder exchange, connection included.
+    public var timeout = 3.0
+    /// Seconds a response is relied on at most, even when its nextUpdate is later.
+    public var maxAge = 3600.0
+    /// Seconds of tolerance on thisUpdate and nextUpdate.
+    public var clockSkew = 300.0
+    /// Seconds a failed check (unknown, unreachable, invalid) is remembered before asking again.
+    public var retryAfter = 30.0
+    /// RFC 5019 GET when the encoded request fits `getMaxBytes`; POST otherwise.
+    public var get = true
+    public var getMaxBytes = 255
+    /// Responder URLs that replace a certificate's AIA, per issuing CA (subject DN as `ocsp check` prints it).
+    public var responders: [ResponderOverride] = []
+
+    public init() {}
+
+    public struct ResponderOverride: Sendable, Equatable {
+        public var issuer: String
+        public var url: String
+        public init(issuer: String, url: String) { self.issuer = issuer; self.url = url }
+    }
+}
+
+/// Per tenant or per credential; nil fields inherit (credential → tenant → gateway).
+public struct SignerCertificateOverrides: Sendable, Equatable {
+    public var failureMode: RevocationFailureMode?
+    public var keyUsage: SignerKeyUsage?
+    /// PEM files; replace the upstream's anchors for this tenant.
+    public var trustAnchors: [String]?
+    public init(failureMode: RevocationFailureMode? = nil, keyUsage: SignerKeyUsage? = nil, trustAnchors: [String]? = nil) {
+        self.failureMode = failureMode; self.keyUsage = keyUsage; self.trustAnchors = trustAnchors
+    }
 }

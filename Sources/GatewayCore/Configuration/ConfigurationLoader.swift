@@ -38,7 +38,8 @@ public enum ConfigurationLoader {
                 fileOf[stem(name)] = path
                 let tlog = IssueLog(file: path)
                 let content = fm.contents(atPath: path).flatMap { String(data: $0, encoding: .utf8) } ?? ""
-                if let t = parseTenant(content, fileStem: stem(name), upstreams: Set(gateway.upstreams.map(\.name)), log: tlog) {
+                if let t = parseTenant(content, fileStem: stem(name), upstreams: Set(gateway.upstreams.map(\.name)), log: tlog,
+                                      base: URL(fileURLWithPath: dir, isDirectory: true)) {
                     tenants.append(t)
                 }
                 issues += tlog.issues
@@ -47,6 +48,7 @@ public enum ConfigurationLoader {
             issues += crossCheck(tenants, files: fileOf, tenantsDirectory: dir)
             issues += checkHSMRoutes(tenants, upstreams: gateway.upstreams, files: fileOf)
             issues += checkParents(tenants, files: fileOf)
+            issues += checkTrustAnchors(tenants, gateway: gateway, files: fileOf)
         }
         guard issues.isEmpty, let gateway else { throw ConfigurationError(issues) }
         return LoadedConfiguration(gateway: gateway, tenants: tenants)
@@ -63,7 +65,7 @@ public enum ConfigurationLoader {
     static func parseGateway(_ text: String, base: URL, log: IssueLog) -> GatewayConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
         root.rejectUnknownKeys(["listen", "publicURL", "tenants", "policies", "service", "tokens", "sad", "limits", "upstreams",
-                                "ledger", "admin"])
+                                "ledger", "admin", "ocsp"])
         let listen = root.map("listen")
         listen?.rejectUnknownKeys(["host", "port"])
         let host = listen?.string("host") ?? "127.0.0.1"
@@ -103,7 +105,7 @@ public enum ConfigurationLoader {
             }
             upstreams.append(upstream)
         }
-        return GatewayConfiguration(
+        var configuration = GatewayConfiguration(
             host: host, port: port,
             publicURL: root.string("publicURL") ?? "http://\(host):\(port)",
             tenantsDirectory: resolve(root.string("tenants") ?? "tenants", base: base),
@@ -112,6 +114,74 @@ public enum ConfigurationLoader {
             maxBodyBytes: limits?.int("maxBodyBytes", default: 1 << 20, range: 1024...(64 << 20)) ?? (1 << 20),
             maxHashesPerRequest: limits?.int("maxHashesPerRequest", default: 1000, range: 1...100_000) ?? 1000,
             upstreams: upstreams, ledger: ledger, admins: admins)
+        configuration.ocsp = parseOCSP(root.map("ocsp"))
+        return configuration
+    }
+
+    /// `ocsp:` signer-certificate validation; bounded timeouts so a dead responder never stalls signing.
+    static func parseOCSP(_ m: YAMLMap?) -> OCSPSettings {
+        var o = OCSPSettings()
+        guard let m else { return o }
+        m.rejectUnknownKeys(["enabled", "failureMode", "keyUsage", "timeout", "maxAge", "clockSkew", "retryAfter", "get",
+                             "getMaxBytes", "responders"])
+        o.enabled = m.bool("enabled", default: true)
+        if let mode = failureMode(m) { o.failureMode = mode }
+        if let usage = keyUsage(m) { o.keyUsage = usage }
+        o.timeout = m.double("timeout", default: o.timeout, range: 0.1...30)
+        o.maxAge = m.double("maxAge", default: o.maxAge, range: 1...(7 * 86400))
+        o.clockSkew = m.double("clockSkew", default: o.clockSkew, range: 0...3600)
+        o.retryAfter = m.double("retryAfter", default: o.retryAfter, range: 0...3600)
+        o.get = m.bool("get", default: o.get)
+        o.getMaxBytes = m.int("getMaxBytes", default: o.getMaxBytes, range: 0...8192)
+        for r in m.mapList("responders") {
+            r.rejectUnknownKeys(["issuer", "url"])
+            guard let issuer = r.string("issuer", required: true), let url = r.string("url", required: true) else { continue }
+            if URL(string: url)?.scheme.map({ $0 == "http" || $0 == "https" }) != true {
+                r.log.add("'\(r.key("url"))' must be an http or https URL", at: r["url"])
+            }
+            o.responders.append(.init(issuer: issuer, url: url))
+        }
+        return o
+    }
+
+    static func failureMode(_ m: YAMLMap) -> RevocationFailureMode? {
+        guard let text = m.string("failureMode") else { return nil }
+        guard let mode = RevocationFailureMode(rawValue: text) else {
+            m.log.add("'\(m.key("failureMode"))' must be hard or soft", at: m["failureMode"])
+            return nil
+        }
+        return mode
+    }
+
+    static func keyUsage(_ m: YAMLMap) -> SignerKeyUsage? {
+        guard let text = m.string("keyUsage") else { return nil }
+        guard let usage = SignerKeyUsage(rawValue: text) else {
+            m.log.add("'\(m.key("keyUsage"))' must be digitalSignature or nonRepudiation", at: m["keyUsage"])
+            return nil
+        }
+        return usage
+    }
+
+    /// PEM files named relative to the file that names them; a missing one is an error now, not at the first signature.
+    static func trustAnchors(_ m: YAMLMap, base: URL) -> [String]? {
+        guard m["trustAnchors"] != nil else { return nil }
+        var paths = [String]()
+        for path in m.stringList("trustAnchors") {
+            let resolved = resolve(path, base: base)
+            if !FileManager.default.fileExists(atPath: resolved) {
+                m.log.add("'\(m.key("trustAnchors"))': \(resolved) does not exist", at: m["trustAnchors"])
+            }
+            paths.append(resolved)
+        }
+        return paths
+    }
+
+    /// `ocsp:` in a tenant file or on one credential: failureMode, keyUsage (and trustAnchors for a tenant).
+    static func signerOverrides(_ m: YAMLMap?, base: URL, allowAnchors: Bool) -> SignerCertificateOverrides {
+        guard let m else { return SignerCertificateOverrides() }
+        m.rejectUnknownKeys(allowAnchors ? ["failureMode", "keyUsage", "trustAnchors"] : ["failureMode", "keyUsage"])
+        return SignerCertificateOverrides(failureMode: failureMode(m), keyUsage: keyUsage(m),
+                                          trustAnchors: allowAnchors ? trustAnchors(m, base: base) : nil)
     }
 
     /// `ledger:` either `path` (SQLite, the default) or `url` (PostgreSQL) with the password
@@ -186,7 +256,7 @@ public enum ConfigurationLoader {
         let kind = u.string("kind") ?? "csc"
         if kind == "pkcs11" { return parsePKCS11Upstream(u, base: base) }
         u.rejectUnknownKeys(["name", "kind", "baseURL", "version", "auth", "timeout", "connectTimeout", "maxConnections",
-                             "credentialInfoTTL"])
+                             "credentialInfoTTL", "trustAnchors"])
         guard let name = u.string("name", required: true) else { return nil }
         if kind != "csc" {
             u.log.add("upstream '\(name)': kind '\(kind)' is not supported (supported: csc, pkcs11)", at: u["kind"])
@@ -223,19 +293,21 @@ public enum ConfigurationLoader {
         var trimmed = baseURL
         while trimmed.hasSuffix("/") { trimmed.removeLast() }
         for suffix in ["/csc/v1", "/csc/v2"] where trimmed.hasSuffix(suffix) { trimmed.removeLast(suffix.count) }
-        return UpstreamConfiguration(
+        var upstream = UpstreamConfiguration(
             name: name, baseURL: trimmed, version: version, authentication: auth,
             timeout: u.double("timeout", default: 10, range: 0.05...300),
             connectTimeout: u.double("connectTimeout", default: 2, range: 0.05...60),
             maxConnections: u.int("maxConnections", default: 16, range: 1...1024),
             credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400))
+        upstream.trustAnchors = trustAnchors(u, base: base) ?? []
+        return upstream
     }
 
     /// `kind: pkcs11`: module, token (label or slot), PIN reference, pool size, and the
     /// credentials on the token with how each is authorized.
     static func parsePKCS11Upstream(_ u: YAMLMap, base: URL) -> UpstreamConfiguration? {
         u.rejectUnknownKeys(["name", "kind", "module", "tokenLabel", "slot", "pinEnv", "pinFile", "sessions", "sadLifetime",
-                             "credentialInfoTTL", "credentials"])
+                             "credentialInfoTTL", "credentials", "trustAnchors"])
         guard let name = u.string("name", required: true) else { return nil }
         let module = u.string("module", required: true).map { resolve($0, base: base) }
         if let module, !FileManager.default.fileExists(atPath: module) {
@@ -264,9 +336,11 @@ public enum ConfigurationLoader {
             modulePath: module, tokenLabel: tokenLabel, slot: slot, pin: pin,
             sessions: u.int("sessions", default: 4, range: 1...256),
             sadLifetime: u.int("sadLifetime", default: 3600, range: 10...86400), credentials: credentials)
-        return UpstreamConfiguration(
+        var upstream = UpstreamConfiguration(
             name: name, baseURL: "", version: .v1, authentication: .none, timeout: 30, connectTimeout: 2, maxConnections: 1,
             credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400), pkcs11: settings)
+        upstream.trustAnchors = trustAnchors(u, base: base) ?? []
+        return upstream
     }
 
     static func parseLocalCredential(_ c: YAMLMap, upstream: String, base: URL) -> LocalCredentialSettings? {
@@ -328,9 +402,10 @@ public enum ConfigurationLoader {
         return nil
     }
 
-    static func parseTenant(_ text: String, fileStem: String, upstreams: Set<String>, log: IssueLog) -> TenantConfiguration? {
+    static func parseTenant(_ text: String, fileStem: String, upstreams: Set<String>, log: IssueLog,
+                            base: URL = URL(fileURLWithPath: ".")) -> TenantConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
-        root.rejectUnknownKeys(["tenant", "displayName", "clients", "credentials", "timestamp", "parent", "plan", "policies"])
+        root.rejectUnknownKeys(["tenant", "displayName", "clients", "credentials", "timestamp", "parent", "plan", "policies", "ocsp"])
         let id = root.string("tenant") ?? fileStem
         if id != fileStem {
             log.add("tenant id '\(id)' must match the file name '\(fileStem)'", at: root["tenant"])
@@ -361,7 +436,7 @@ public enum ConfigurationLoader {
         var credentials = [CredentialRoute]()
         var seen = Set<String>()
         for c in root.mapList("credentials") {
-            c.rejectUnknownKeys(["id", "upstream", "upstreamCredentialID", "description", "labels", "policies"])
+            c.rejectUnknownKeys(["id", "upstream", "upstreamCredentialID", "description", "labels", "policies", "ocsp"])
             guard let cid = c.string("id", required: true), let upstream = c.string("upstream", required: true),
                   let upstreamID = c.string("upstreamCredentialID", required: true) else { continue }
             if !upstreams.contains(upstream) {
@@ -370,9 +445,11 @@ public enum ConfigurationLoader {
             if !seen.insert(cid).inserted {
                 log.add("credential '\(cid)' is defined twice", at: c.node)
             }
-            credentials.append(CredentialRoute(id: cid, upstream: upstream, upstreamCredentialID: upstreamID,
-                                               description: c.string("description"), line: c.line(of: "upstreamCredentialID"),
-                                               labels: labels(c), policies: policyNames(c)))
+            var route = CredentialRoute(id: cid, upstream: upstream, upstreamCredentialID: upstreamID,
+                                        description: c.string("description"), line: c.line(of: "upstreamCredentialID"),
+                                        labels: labels(c), policies: policyNames(c))
+            route.signerCertificates = signerOverrides(c.map("ocsp"), base: base, allowAnchors: false)
+            credentials.append(route)
         }
         var timestampUpstream: String?, timestampClientData: String?
         if let ts = root.map("timestamp") {
@@ -387,10 +464,13 @@ public enum ConfigurationLoader {
         if let parent, parent == id {
             log.add("tenant '\(id)' cannot be its own parent", at: root["parent"])
         }
-        return TenantConfiguration(id: id, displayName: root.string("displayName") ?? id, clients: clients,
-                                   credentials: credentials, timestampUpstream: timestampUpstream,
-                                   timestampClientData: timestampClientData, parent: parent, parentLine: root.line(of: "parent"),
-                                   plan: root.map("plan").flatMap(parsePlan), policies: policyNames(root))
+        var tenant = TenantConfiguration(id: id, displayName: root.string("displayName") ?? id, clients: clients,
+                                         credentials: credentials, timestampUpstream: timestampUpstream,
+                                         timestampClientData: timestampClientData, parent: parent,
+                                         parentLine: root.line(of: "parent"), plan: root.map("plan").flatMap(parsePlan),
+                                         policies: policyNames(root))
+        tenant.signerCertificates = signerOverrides(root.map("ocsp"), base: base, allowAnchors: true)
+        return tenant
     }
 
     static func policyNames(_ m: YAMLMap) -> [String] {
@@ -506,6 +586,23 @@ public enum ConfigurationLoader {
                 issues.append(ConfigurationIssue(
                     file: files[t.id] ?? t.id, line: r.line,
                     message: "credential '\(r.id)': HSM upstream '\(r.upstream)' has no credential labelled '\(r.upstreamCredentialID)' (known: \(known.sorted().joined(separator: ", ")))"))
+            }
+        }
+        return issues
+    }
+
+    /// With OCSP on, every credential needs anchors (its tenant's or its upstream's): without
+    /// them every signature would be refused as untrusted, better said here than at the first one.
+    static func checkTrustAnchors(_ tenants: [TenantConfiguration], gateway: GatewayConfiguration,
+                                  files: [String: String]) -> [ConfigurationIssue] {
+        guard gateway.ocsp.enabled else { return [] }
+        let anchors = Dictionary(gateway.upstreams.map { ($0.name, $0.trustAnchors) }, uniquingKeysWith: { a, _ in a })
+        var issues = [ConfigurationIssue]()
+        for t in tenants where t.signerCertificates.trustAnchors?.isEmpty ?? true {
+            for r in t.credentials where anchors[r.upstream]?.isEmpty ?? true {
+                issues.append(ConfigurationIssue(
+                    file: files[t.id] ?? t.id, line: r.line,
+                    message: "credential '\(r.id)': ocsp is enabled but neither tenant '\(t.id)' (ocsp.trustAnchors) nor upstream '\(r.upstream)' (trustAnchors) names trust anchors"))
             }
         }
         return issues

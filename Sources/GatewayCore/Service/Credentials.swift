@@ -124,6 +124,14 @@ extension Gateway {
             info.authFactors = info.authFactors.map { AuthFactor(kind: $0.kind, presence: $0.presence) }
         }
         if info.description == nil { info.description = route.description }
+        if let verdict = await signerVerdict(route, credential, tenantID: caller.tenantID, context) {
+            // What the gateway itself concluded, not what the upstream claims.
+            switch verdict.status {
+            case .good, .revoked, .expired, .notYetValid: info.cert.status = verdict.certificateStatus
+            default: if verdict.passes { info.cert.status = .valid }
+            }
+            if !verdict.passes { info.key.status = .disabled }
+        }
         return info
     }
 }
@@ -153,6 +161,7 @@ extension Gateway {
                 throw CSCError.invalidRequest("Invalid value for parameter numSignatures: fewer than the hashes sent")
             }
         }
+        try await requireUsableCertificate(route, credential, caller, context, note)
         var upstreamRequest = request
         upstreamRequest.credentialID = route.upstreamCredentialID
         upstreamRequest.hashAlgorithm = hashAlgorithm?.oid

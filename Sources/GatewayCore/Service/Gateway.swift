@@ -14,10 +14,13 @@ public final class Gateway: Sendable {
     let usage: SADUsage
     let catalog: CredentialCatalog
     let ledger: (any UsageLedger)?
+    /// Signer-certificate checks (OCSP); nil when `ocsp.enabled` is off.
+    let revocation: (any RevocationChecker)?
     let now: @Sendable () -> Date
 
     public init(configuration: LoadedConfiguration, backends: [String: any SigningBackend], seal: SADSeal,
-                ledger: (any UsageLedger)? = nil, now: @escaping @Sendable () -> Date = Date.init) {
+                ledger: (any UsageLedger)? = nil, revocation: (any RevocationChecker)? = nil,
+                now: @escaping @Sendable () -> Date = Date.init) {
         self.configuration = configuration.gateway
         self.directoryBox = Mutex(TenantDirectory(configuration.tenants))
         self.backends = backends
@@ -28,6 +31,7 @@ public final class Gateway: Sendable {
         self.catalog = CredentialCatalog(ttlByUpstream: Dictionary(
             configuration.gateway.upstreams.map { ($0.name, $0.credentialInfoTTL) }, uniquingKeysWith: { a, _ in a }))
         self.ledger = ledger
+        self.revocation = revocation
         self.now = now
     }
 

@@ -50,7 +50,15 @@ extension Gateway {
         let encodedHashes = request.hashes.map { $0.base64EncodedString() }
         try usage.consume(claims, hashes: encodedHashes)
 
-        // 7. Upstream: its own credential id, its own SAD, an algorithm it accepts.
+        // 7. Signer certificate: valid, trusted, fit for signing, not revoked (OCSP verdict, cached).
+        do {
+            try await requireUsableCertificate(route, credential, caller, context, note)
+        } catch {
+            usage.refund(claims, hashes: encodedHashes)
+            throw error
+        }
+
+        // 8. Upstream: its own credential id, its own SAD, an algorithm it accepts.
         note.stage("upstream")
         let (signAlgo, hashAlgo) = credential.upstreamAlgorithm(for: request.signAlgorithm, hash: hash)
         let upstreamRequest = SignHashRequest(
@@ -69,7 +77,7 @@ extension Gateway {
             throw error
         }
 
-        // 8. Answer: one signature per hash, ECDSA in the encoding the OID promises.
+        // 9. Answer: one signature per hash, ECDSA in the encoding the OID promises.
         note.stage("response")
         guard signed.signatures.count == request.hashes.count else {
             throw CSCError.upstreamFailed(route.upstream, "returned \(signed.signatures.count) signatures for \(request.hashes.count) hashes")
@@ -84,7 +92,7 @@ extension Gateway {
             }
         }
         let result = SignHashResult(signatures: signatures)
-        // 9. Record: `perform` writes the usage event, durably, before this answer leaves.
+        // 10. Record: `perform` writes the usage event, durably, before this answer leaves.
         note.signed(signatures.count, signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid,
                     answer: Self.answer(fingerprint, result))
         context.logger.info("hashes signed", metadata: [

@@ -74,6 +74,7 @@ public final class UsageNote: Sendable {
         var signAlgorithm: String?
         var hashAlgorithm: String?
         var evidence: String?
+        var remark: String?
         var answer: Data?
     }
 
@@ -87,6 +88,12 @@ public final class UsageNote: Sendable {
 
     /// The stage about to run; if it throws, the event names it.
     func stage(_ name: String) { facts.withLock { $0.stage = name } }
+
+    /// The OCSP response the signer-certificate verdict rests on.
+    func evidence(_ address: String?) { facts.withLock { $0.evidence = address } }
+
+    /// Something an ok operation should still carry into the ledger (a soft-failed check).
+    func remark(_ text: String) { facts.withLock { $0.remark = text } }
 
     func signed(_ count: Int, signAlgorithm: String, hashAlgorithm: String?, answer: Data) {
         facts.withLock {
@@ -129,7 +136,7 @@ extension Gateway {
             upstream: f.upstream, operation: method.operation, signatures: outcome == .ok ? f.signatures : 0,
             signAlgorithm: f.signAlgorithm, hashAlgorithm: f.hashAlgorithm, outcome: outcome,
             stage: outcome == .ok ? nil : (f.stage ?? "request"),
-            reason: error.map { String($0.errorDescription.prefix(300)) }, latencyMicros: micros,
+            reason: (error?.errorDescription ?? f.remark).map { String($0.prefix(300)) }, latencyMicros: micros,
             requestID: context.requestID, evidence: f.evidence, answer: outcome == .ok ? f.answer : nil)
         do {
             let recordStarted = ContinuousClock.now
