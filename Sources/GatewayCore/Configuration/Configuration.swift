@@ -19,6 +19,22 @@ public struct GatewayConfiguration: Sendable {
     public var ledger: LedgerSettings
     /// Operators allowed on `/admin/v1/`; empty means the admin API answers 401 to everyone.
     public var admins: [AdminConfiguration] = []
+    /// Where limit and quota counters live.
+    public var counters = CounterSettings()
+    /// Seconds between checks of tenants/ and policies/ for changes; 0 turns the watch off.
+    public var reloadPollInterval: Double = 2
+
+    /// `counters:` in this process (the default), or in PostgreSQL shared by every instance.
+    public struct CounterSettings: Sendable {
+        /// nil: in memory.
+        public var postgres: PostgresLedgerSettings?
+        /// Seconds the shared store has to answer one decision before the tenant's fail mode applies.
+        public var timeout: Double = 0.25
+
+        public init(postgres: PostgresLedgerSettings? = nil, timeout: Double = 0.25) {
+            self.postgres = postgres; self.timeout = timeout
+        }
+    }
 
     /// Where usage is recorded. The embedded default is a SQLite file next to gateway.yaml;
     /// several instances share one PostgreSQL database instead.
@@ -299,6 +315,9 @@ public struct TenantConfiguration: Sendable {
     public var plan: TenantPlan? = nil
     /// Names of `policies/<name>.yaml` files that apply to every operation of this tenant.
     public var policies: [String] = []
+    public var policiesLine: Int? = nil
+    /// What happens to this tenant's operations when the shared counter store cannot answer.
+    public var counterStoreFailure: CounterStoreFailureMode = .closed
 }
 
 /// A tenant's monthly plan. Months are calendar months in UTC, so every instance and every
@@ -364,4 +383,9 @@ public struct CredentialRoute: Sendable, Equatable {
 public struct LoadedConfiguration: Sendable {
     public var gateway: GatewayConfiguration
     public var tenants: [TenantConfiguration]
+    public var policies: [PolicyDocument] = []
+
+    public init(gateway: GatewayConfiguration, tenants: [TenantConfiguration], policies: [PolicyDocument] = []) {
+        self.gateway = gateway; self.tenants = tenants; self.policies = policies
+    }
 }
