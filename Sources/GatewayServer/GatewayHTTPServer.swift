@@ -39,7 +39,7 @@ public struct GatewayResponder: HTTPResponder {
         let offered = request.headers[Self.requestIDField]
         let requestID = Self.requestID(offered)
         let operation = OperationContext(requestID: requestID, requestIDFromClient: requestID == offered, logger: logger,
-                                         clientAddress: context.remoteAddress?.ipAddress.flatMap(IPAddress.init))
+                                         clientAddress: context.remoteAddress?.ipAddress.flatMap { IPAddress($0) })
         var request = request
         let path = request.uri.path
         var answer: FrontDoorResponse

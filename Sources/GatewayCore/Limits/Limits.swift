@@ -139,7 +139,6 @@ public final class Limits: Sendable {
         }
         guard verdicts.allSatisfy(\.allowed) else {
             release(taken)
-            stats.withLock { $0.refusals += 1 }
             for (i, v) in verdicts.enumerated() where !v.allowed {
                 if let spec = chargedSpecs[i], case let .rate(_, _, burst, _) = spec.kind,
                    case let .rate(interval, _) = charges[i].rule {
@@ -224,6 +223,7 @@ public final class Limits: Sendable {
     }
 
     private func quotaRefusal(tenant: String, quota: Int, used: Int, window: MonthWindow, now: Date) -> CSCError {
+        stats.withLock { $0.refusals += 1 }
         let seconds = max(1, Int((window.end - now.timeIntervalSince1970).rounded(.up)))
         let name = "plan/monthlyQuota"
         return CSCError(

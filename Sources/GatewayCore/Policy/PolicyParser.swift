@@ -258,7 +258,8 @@ extension ConfigurationLoader {
         guard let node = m[key] else { return nil }
         if let i = node.int, i > 0 { return Double(i) }
         if let s = node.string, let unit = s.last, let n = Double(s.dropLast()), n > 0 {
-            let factor: Double? = ["s": 1, "m": 60, "h": 3600, "d": 86400][unit]
+            let factors: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+            let factor = factors[unit]
             if let factor, n * factor <= 366 * 86400 { return n * factor }
         }
         m.log.add("'\(m.key(key))' must be seconds or a duration such as 30s, 5m, 1h, 1d", at: node)
@@ -316,7 +317,7 @@ extension ConfigurationLoader {
             tenant: o.string("tenant") ?? "tenant", client: o.string("client") ?? "client", operation: operation,
             credential: o.string("credential"), credentialLabels: labels, upstream: o.string("upstream"),
             signAlgorithm: o.string("signAlgo"), hashAlgorithm: o.string("hashAlgo"), hashes: int("hashes"),
-            numSignatures: int("numSignatures"), scal: o["scal"]?.int.map(String.init) ?? o.string("scal"),
+            numSignatures: int("numSignatures"), scal: o["scal"]?.int.map { String($0) } ?? o.string("scal"),
             signatureQualifier: o.string("signatureQualifier"), time: time, source: source, certificate: certificate)
     }
 }
