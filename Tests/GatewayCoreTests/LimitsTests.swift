@@ -40,17 +40,17 @@ struct LimitsTests {
     func exactUnderConcurrency() async throws {
         let limits = Limits()
         let spec = rate(10, per: 86400, burst: 10)
-        let admitted = Mutex(0)
-        await withTaskGroup(of: Void.self) { group in
+        let admitted = await withTaskGroup(of: Bool.self) { group in
             for _ in 0..<100 {
                 group.addTask {
-                    if (try? await limits.admit([spec], facts: facts(), signatures: 1, plan: nil, failMode: .closed, context)) != nil {
-                        admitted.withLock { $0 += 1 }
-                    }
+                    (try? await limits.admit([spec], facts: facts(), signatures: 1, plan: nil, failMode: .closed, context)) != nil
                 }
             }
+            var n = 0
+            for await ok in group where ok { n += 1 }
+            return n
         }
-        #expect(admitted.withLock { $0 } == 10)
+        #expect(admitted == 10)
     }
 
     @Test("GCRA refills at the rate; a refusal is 429 naming the limit, with Retry-After and RateLimit headers")
@@ -62,7 +62,7 @@ struct LimitsTests {
         do {
             _ = try await limits.admit([spec], facts: facts(), signatures: 1, plan: nil, failMode: .closed, context)
             Issue.record("the third signature should have been refused")
-        } catch let error as CSCError {
+        } catch {
             #expect(error.status == 429 && error.error == "limit_exceeded")
             #expect(error.errorDescription.contains("Limit 'p/rate' (60 signatures per minute, burst 2, per credential)"))
             #expect(error.headers["Retry-After"] == "1")
@@ -91,7 +91,7 @@ struct LimitsTests {
         do {
             _ = try await limits.admit([signatures, requests], facts: facts(), signatures: 1, plan: nil, failMode: .closed, context)
             Issue.record("the third request should be refused")
-        } catch let error as CSCError {
+        } catch {
             #expect(error.errorDescription.contains("'p/calls'"))
         }
     }
@@ -142,7 +142,7 @@ struct LimitsTests {
         do {
             _ = try await limits.admit([], facts: facts(time: now), signatures: 1, plan: plan, failMode: .closed, context)
             Issue.record("the quota is used up")
-        } catch let error as CSCError {
+        } catch {
             #expect(error.status == 429)
             #expect(error.errorDescription.contains("monthly quota of 100 signatures for 2026-11 is used up"))
             #expect(error.headers["RateLimit-Policy"]?.hasPrefix("\"plan/monthlyQuota\";q=100;w=") == true)
@@ -160,7 +160,7 @@ struct LimitsTests {
         do {
             _ = try await limits.admit([spec], facts: facts(), signatures: 1, plan: nil, failMode: .closed, context)
             Issue.record("fail-closed must refuse")
-        } catch let error as CSCError {
+        } catch {
             #expect(error.status == 503 && error.headers["Retry-After"] == "1")
         }
         _ = try await limits.admit([spec], facts: facts(), signatures: 1, plan: nil, failMode: .open, context)

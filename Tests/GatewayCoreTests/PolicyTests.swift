@@ -34,7 +34,7 @@ struct PolicyMatcherTests {
     static let berlin = TimeZone(identifier: "Europe/Berlin")!
 
     /// (condition, holds for the reference operation, fails for the changed one)
-    static let table: [(String, PolicyCondition, (inout OperationFacts) -> Void)] = [
+    static let table: [(String, PolicyCondition, @Sendable (inout OperationFacts) -> Void)] = [
         ("tenant", .tenant(["acme"]), { $0.tenant = "globex" }),
         ("client", .client(["acme-app"]), { $0.client = "acme-batch" }),
         ("credential id", .credential(ids: ["acme-qes"], globs: []), { $0.credential = "acme-other" }),
