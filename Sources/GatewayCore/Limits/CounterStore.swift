@@ -83,7 +83,9 @@ public final class InMemoryCounterStore: CounterStore {
         }
     }
 
-    public func refund(_ charges: [CounterCharge]) async throws {
+    public func refund(_ charges: [CounterCharge]) async throws { refundNow(charges) }
+
+    public func refundNow(_ charges: [CounterCharge]) {
         counters.withLock { c in
             for ch in charges {
                 if case .quota = ch.rule { c[ch.key] = max(0, (c[ch.key] ?? 0) - Double(ch.cost)) }

@@ -68,6 +68,10 @@ public final class Limits: Sendable {
             finish()
             guard let limits, !quotaCharges.isEmpty else { return }
             let charges = quotaCharges
+            if let memory = limits.store as? InMemoryCounterStore {
+                memory.refundNow(charges)
+                return
+            }
             Task { await limits.refund(charges, context) }
         }
     }
@@ -281,8 +285,8 @@ enum Deadline {
         let state = State<T>()
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
             state.continuation.withLock { $0 = continuation }
-            let timer = Task {
-                try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            // A Dispatch timer, not a task: it fires even when every executor thread is busy.
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
                 if let c = state.take() {
                     c.resume(throwing: CounterStoreUnavailable(reason: "no answer within \(seconds) s"))
                     state.work.withLock { $0 }?.cancel()
@@ -291,7 +295,6 @@ enum Deadline {
             let work = Task {
                 let result: Result<T, Error>
                 do { result = .success(try await body()) } catch { result = .failure(error) }
-                timer.cancel()
                 state.take()?.resume(with: result)
             }
             state.work.withLock { $0 = work }
