@@ -116,8 +116,8 @@ rules:
             started = time.monotonic()
             r = client.sign('ec', sad, timeout=10)
             elapsed = time.monotonic() - started
-            # The decision waits at most the 0.3 s timeout; the rest is the upstream call.
-            assert elapsed < 2.0, (elapsed, r.status_code, r.text)
+            # The decision waits at most the 0.3 s timeout; a fail-open request then also calls the upstream.
+            assert elapsed < (1.5 if client is careful else 3.0), (elapsed, r.status_code, r.text)
             if client is careful:
                 assert r.status_code == 503, r.text
                 assert 'limit counters cannot be reached' in r.json()['error_description']
