@@ -18,8 +18,8 @@ APT_FILES := softhsm2:/usr/lib/softhsm/libsofthsm2.so opensc:/usr/bin/pkcs11-too
 # The PostgreSQL ledger's tests and benchmark: scripts/postgres.sh runs a server on loopback.
 PG_TEST_URL := postgres://cscgate@127.0.0.1:55432/cscgate_test?sslmode=disable
 
-.PHONY: all build test unit-test e2e-test demo hsm-demo bench-hsm bench-ledger bench-ledger-cost deps venv peers peers-stop postgres \
-	postgres-stop bench bench-ocsp check clean
+.PHONY: all build test unit-test policy-test e2e-test demo hsm-demo bench-hsm bench-ledger bench-ledger-cost bench-policy \
+	deps venv peers peers-stop postgres postgres-stop bench bench-ocsp check clean
 
 all: build
 
@@ -74,10 +74,14 @@ test: deps venv
 	$(SWIFT) build --build-tests
 	$(SWIFT) build --product cscgate
 	bash scripts/postgres.sh start
-	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' $(MAKE) unit-test e2e-test
+	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' $(MAKE) unit-test policy-test e2e-test
 
 unit-test:
 	$(SWIFT) test --skip-build
+
+# The test cases carried by the shipped policy files (policies/*.yaml).
+policy-test:
+	$(BIN) policy test --policies policies
 
 e2e-test:
 	CSCGATE_BIN=$(BIN) $(PYTEST) -q tests/e2e
@@ -100,6 +104,11 @@ bench-hsm: deps venv
 # The ledger alone: durable events/s on SQLite and PostgreSQL, report time over 1,000,000 events.
 bench-ledger: deps postgres
 	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' python3 benchmarks/ledger.py
+
+# Policy and limits: in-process cost per decision (1,000 tenants, 10,000 credentials, 10 rules
+# per tenant), and signHash throughput with policies and limits on versus off, in one run.
+bench-policy: deps venv peers
+	bash benchmarks/policy.sh
 
 clean: peers-stop postgres-stop
 	rm -rf .run

@@ -84,8 +84,8 @@ public struct FrontDoor: Sendable {
         var logger = context.logger
         logger[metadataKey: "tenant"] = .string(caller.tenantID)
         logger[metadataKey: "client"] = .string(caller.clientID)
-        let context = OperationContext(requestID: context.requestID, requestIDFromClient: context.requestIDFromClient,
-                                       logger: logger)
+        var context = context
+        context.logger = logger
 
         // Decoding happens inside `perform`, so a malformed request is a recorded denial too.
         switch method {
@@ -95,8 +95,8 @@ public struct FrontDoor: Sendable {
             }
             return FrontDoorResponse(status: 204)
         case .credentialsList:
-            return ok(codec.encode(try await gateway.perform(method, caller, context) { _ in
-                try await gateway.listCredentials(caller, try codec.decodeListRequest(object), context)
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { note in
+                try await gateway.listCredentials(caller, try codec.decodeListRequest(object), context, note)
             }))
         case .credentialsInfo:
             return ok(codec.encode(try await gateway.perform(method, caller, context) { note in
@@ -121,8 +121,8 @@ public struct FrontDoor: Sendable {
                 try await gateway.signHash(caller, try codec.decodeSignHashRequest(object), context, note)
             }))
         case .signaturesTimestamp:
-            return ok(codec.encode(try await gateway.perform(method, caller, context) { _ in
-                try await gateway.timestamp(caller, try codec.decodeTimestampRequest(object), context)
+            return ok(codec.encode(try await gateway.perform(method, caller, context) { note in
+                try await gateway.timestamp(caller, try codec.decodeTimestampRequest(object), context, note)
             }))
         case .info, .authLogin, .credentialsAuthorizeCheck, .signaturesSignDoc, .signaturesSignPolling:
             throw CSCError.notImplemented("\(path) is not offered by this gateway")

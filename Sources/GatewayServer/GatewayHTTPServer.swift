@@ -6,10 +6,21 @@ import Hummingbird
 import Logging
 import NIOCore
 
+/// Hummingbird's basic context plus the peer's address, which `source` policy rules match.
+public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
 /// Routes HTTP requests to the front door. A plain responder instead of a router: the CSC
 /// surface is a fixed set of POST paths, and every unknown one must still answer in CSC JSON.
 public struct GatewayResponder: HTTPResponder {
-    public typealias Context = BasicRequestContext
+    public typealias Context = GatewayRequestContext
 
     let frontDoor: FrontDoor
     let admin: AdminAPI
@@ -23,11 +34,12 @@ public struct GatewayResponder: HTTPResponder {
         self.logger = logger
     }
 
-    public func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+    public func respond(to request: Request, context: GatewayRequestContext) async throws -> Response {
         let started = ContinuousClock.now
         let offered = request.headers[Self.requestIDField]
         let requestID = Self.requestID(offered)
-        let operation = OperationContext(requestID: requestID, requestIDFromClient: requestID == offered, logger: logger)
+        let operation = OperationContext(requestID: requestID, requestIDFromClient: requestID == offered, logger: logger,
+                                         clientAddress: context.remoteAddress?.ipAddress.flatMap { IPAddress($0) })
         var request = request
         let path = request.uri.path
         var answer: FrontDoorResponse

@@ -32,7 +32,8 @@ struct CSCGate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cscgate",
         abstract: "A multi-tenant CSC remote-signing gateway.",
-        subcommands: [Serve.self, Check.self, Secret.self, Keys.self, LedgerCommand.self, Report.self, OCSPCommand.self])
+        subcommands: [Serve.self, Check.self, Secret.self, Keys.self, LedgerCommand.self, Report.self, OCSPCommand.self,
+                      PolicyCommand.self])
 }
 
 struct ConfigOption: ParsableArguments {
@@ -87,24 +88,77 @@ struct Serve: AsyncParsableCommand {
         let ledger = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
         if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
         let revocation = try SignerCertificateChecking(loaded, evidence: ledger as? any EvidenceStore)
+        let counters = try await openCounters(loaded, ledger: ledger, logger: logger)
+        let limits = Limits(store: counters.store, timeout: loaded.gateway.counters.timeout)
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
-                              ledger: ledger, revocation: revocation?.checker)
+                              ledger: ledger, limits: limits, revocation: revocation?.checker)
+        // tenants/ and policies/ change without a restart: SIGHUP, a file watch, POST /admin/v1/reload.
+        let reload = ConfigurationReload(gatewayFile: options.config, gateway: gateway)
+        var admin = AdminAPI(operators: loaded.gateway.admins)
+        admin.addPolicyRoutes(gateway: gateway, reload: reload)
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "cscgate.sighup"))
+        hangup.setEventHandler { reload.reload(trigger: "SIGHUP", logger: logger) }
+        hangup.resume()
+        let watch = Task { await reload.watch(every: loaded.gateway.reloadPollInterval, logger: logger) }
         logger.info("starting", metadata: [
             "address": .string("\(loaded.gateway.host):\(loaded.gateway.port)"),
             "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(backends.count),
+            "policies": .stringConvertible(loaded.policies.count), "counters": .string(counters.postgres == nil ? "memory" : "postgres"),
         ])
-        let app = GatewayApplication.make(gateway: gateway, logger: logger)
+        let app = GatewayApplication.make(gateway: gateway, admin: admin, logger: logger)
         do {
             try await app.runService()
         } catch {
+            watch.cancel()
+            hangup.cancel()
             for u in upstreams { await u.shutdown() }
             await revocation?.shutdown()
+            await counters.postgres?.shutdown()
             await ledger?.shutdown()
             throw error
         }
+        watch.cancel()
+        hangup.cancel()
         for u in upstreams { await u.shutdown() }
         await revocation?.shutdown()
+        await counters.postgres?.shutdown()
         await ledger?.shutdown()
+    }
+
+    /// The limit counters: in memory, or PostgreSQL (reachable at start, like the ledger). Monthly
+    /// quotas start from what the ledger has billed this month, so a restart forgets nothing.
+    func openCounters(_ loaded: LoadedConfiguration, ledger: (any LedgerStore)?, logger: Logger) async throws
+        -> (store: any CounterStore, postgres: PostgresCounterStore?) {
+        var postgres: PostgresCounterStore?
+        let store: any CounterStore
+        if let pg = loaded.gateway.counters.postgres {
+            do {
+                let s = try await PostgresCounterStore(settings: pg)
+                postgres = s
+                store = s
+            } catch {
+                FileHandle.standardError.write(Data("cannot open the limit counters at \(pg.url): \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        } else {
+            store = InMemoryCounterStore()
+        }
+        let month = MonthWindow(containing: Date())
+        for t in loaded.tenants where t.plan?.monthlyQuota != nil {
+            guard let ledger else { break }
+            do {
+                let lines = try await ledger.reportLines(tenant: t.id, from: Date(timeIntervalSince1970: month.start),
+                                                         to: Date(timeIntervalSince1970: month.end), grouping: .outcome)
+                let billed = lines.reduce(0) { $0 + $1.billedSignatures }
+                try await store.seed(key: Limits.quotaKey(tenant: t.id, month: month.key), used: billed)
+            } catch {
+                logger.warning("monthly quota could not be seeded from the ledger", metadata: [
+                    "tenant": .string(t.id), "error": .string("\(error)"),
+                ])
+            }
+        }
+        return (store, postgres)
     }
 
     /// Without a configured key, SADs are sealed with a key that dies with the process.

@@ -6,7 +6,7 @@ import Ledger
 
 /// Opens the configured ledger (SQLite file or PostgreSQL database, migrated); a gateway that
 /// cannot record does not start.
-func openLedger(_ settings: GatewayConfiguration.LedgerSettings) async throws -> any UsageLedger & LedgerLifecycle {
+func openLedger(_ settings: GatewayConfiguration.LedgerSettings) async throws -> any UsageLedger & LedgerStore & LedgerLifecycle {
     do {
         let signer = try CheckpointSigner.loadOrCreate(keyFile: settings.checkpointKeyFile, interval: settings.checkpointInterval)
         return try await LedgerBackends.openLedger(settings, signer: signer)

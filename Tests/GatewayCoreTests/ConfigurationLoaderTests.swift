@@ -11,6 +11,8 @@ struct ConfigFolder {
     let dir: TempDirectory
     var gateway: String
     var tenants: [String: String]
+    /// `policies/<name>`: written next to the tenants (the gateway's default policies folder).
+    var policies: [String: String] = [:]
 
     static let validGateway = """
         listen:
@@ -63,6 +65,7 @@ struct ConfigFolder {
     func load() throws -> LoadedConfiguration {
         try dir.write("gateway.yaml", gateway)
         for (name, text) in tenants { try dir.write("tenants/" + name, text) }
+        for (name, text) in policies { try dir.write("policies/" + name, text) }
         return try ConfigurationLoader.load(gatewayFile: gatewayFile)
     }
 

@@ -11,6 +11,7 @@ struct TenantPlanTests {
     @Test("a full plan loads with exact decimal prices")
     func fullPlan() throws {
         var folder = try ConfigFolder()
+        folder.policies["business-hours.yaml"] = "default: allow\n"
         folder.tenants["acme.yaml"] = acme(adding: """
             plan:
               currency: EUR
@@ -64,6 +65,7 @@ struct TenantPlanTests {
     @Test("credential labels and client and credential policies are read")
     func labelsAndPolicies() throws {
         var folder = try ConfigFolder()
+        folder.policies = ["qualified-only.yaml": "default: allow\n", "app-limits.yaml": "default: allow\n"]
         folder.tenants["acme.yaml"] = ConfigFolder.validAcme
             .replacingOccurrences(of: "    description: RSA at vendor A", with: """
                     description: RSA at vendor A

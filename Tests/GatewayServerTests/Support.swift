@@ -27,7 +27,8 @@ final class ServerFixture: Sendable {
     let directory: URL
     let gateway: Gateway
 
-    init(backends: [String: any SigningBackend] = [:]) throws {
+    /// `acmePolicies`: policy files written to policies/ and attached to tenant acme.
+    init(backends: [String: any SigningBackend] = [:], acmePolicies: [String: String] = [:]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("cscgate-server-\(UUID().uuidString)")
         let tenants = directory.appendingPathComponent("tenants")
         try FileManager.default.createDirectory(at: tenants, withIntermediateDirectories: true)
@@ -58,7 +59,11 @@ final class ServerFixture: Sendable {
               - id: acme-ec
                 upstream: vendor-a
                 upstreamCredentialID: a/ec
+            policies: [\(acmePolicies.keys.sorted().joined(separator: ", "))]
             """.utf8).write(to: tenants.appendingPathComponent("acme.yaml"))
+        let policies = directory.appendingPathComponent("policies")
+        try FileManager.default.createDirectory(at: policies, withIntermediateDirectories: true)
+        for (name, text) in acmePolicies { try Data(text.utf8).write(to: policies.appendingPathComponent("\(name).yaml")) }
         try Data("""
             tenant: globex
             clients:

@@ -21,6 +21,22 @@ public struct GatewayConfiguration: Sendable {
     public var admins: [AdminConfiguration] = []
     /// `ocsp:`: signer-certificate validation before authorize and signHash; off when absent.
     public var ocsp: OCSPSettings = OCSPSettings()
+    /// Where limit and quota counters live.
+    public var counters = CounterSettings()
+    /// Seconds between checks of tenants/ and policies/ for changes; 0 turns the watch off.
+    public var reloadPollInterval: Double = 2
+
+    /// `counters:` in this process (the default), or in PostgreSQL shared by every instance.
+    public struct CounterSettings: Sendable {
+        /// nil: in memory.
+        public var postgres: PostgresLedgerSettings?
+        /// Seconds the shared store has to answer one decision before the tenant's fail mode applies.
+        public var timeout: Double = 0.25
+
+        public init(postgres: PostgresLedgerSettings? = nil, timeout: Double = 0.25) {
+            self.postgres = postgres; self.timeout = timeout
+        }
+    }
 
     /// Where usage is recorded. The embedded default is a SQLite file next to gateway.yaml;
     /// several instances share one PostgreSQL database instead.
@@ -308,6 +324,9 @@ public struct TenantConfiguration: Sendable {
     public var policies: [String] = []
     /// The tenant's own choices for its signer certificates (failure mode, key usage, anchors).
     public var signerCertificates = SignerCertificateOverrides()
+    public var policiesLine: Int? = nil
+    /// What happens to this tenant's operations when the shared counter store cannot answer.
+    public var counterStoreFailure: CounterStoreFailureMode = .closed
 }
 
 /// A tenant's monthly plan. Months are calendar months in UTC, so every instance and every
@@ -376,6 +395,11 @@ public struct CredentialRoute: Sendable, Equatable {
 public struct LoadedConfiguration: Sendable {
     public var gateway: GatewayConfiguration
     public var tenants: [TenantConfiguration]
+    public var policies: [PolicyDocument] = []
+
+    public init(gateway: GatewayConfiguration, tenants: [TenantConfiguration], policies: [PolicyDocument] = []) {
+        self.gateway = gateway; self.tenants = tenants; self.policies = policies
+    }
 }
 
 /// What a signer-certificate check refuses when the OCSP answer is not a clear "good".

@@ -19,6 +19,7 @@ public enum ConfigurationLoader {
         issues += log.issues
 
         var tenants = [TenantConfiguration]()
+        var policies = [PolicyDocument]()
         if let gateway {
             let dir = gateway.tenantsDirectory
             let files = ((try? fm.contentsOfDirectory(atPath: dir)) ?? [])
@@ -44,14 +45,18 @@ public enum ConfigurationLoader {
                 }
                 issues += tlog.issues
             }
-            issues += checkPolicies(directory: gateway.policiesDirectory)
+            let (documents, policyIssues) = loadPolicies(directory: gateway.policiesDirectory)
+            policies = documents
+            issues += policyIssues
+            issues += checkPolicyReferences(tenants, known: Set(documents.map(\.name)), failed: policyIssues.map(\.file),
+                                            files: fileOf)
             issues += crossCheck(tenants, files: fileOf, tenantsDirectory: dir)
             issues += checkHSMRoutes(tenants, upstreams: gateway.upstreams, files: fileOf)
             issues += checkParents(tenants, files: fileOf)
             issues += checkTrustAnchors(tenants, gateway: gateway, files: fileOf)
         }
         guard issues.isEmpty, let gateway else { throw ConfigurationError(issues) }
-        return LoadedConfiguration(gateway: gateway, tenants: tenants)
+        return LoadedConfiguration(gateway: gateway, tenants: tenants, policies: policies)
     }
 
     private static func stem(_ fileName: String) -> String {
@@ -65,7 +70,7 @@ public enum ConfigurationLoader {
     static func parseGateway(_ text: String, base: URL, log: IssueLog) -> GatewayConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
         root.rejectUnknownKeys(["listen", "publicURL", "tenants", "policies", "service", "tokens", "sad", "limits", "upstreams",
-                                "ledger", "admin", "ocsp"])
+                                "ledger", "admin", "ocsp", "counters", "reload"])
         let listen = root.map("listen")
         listen?.rejectUnknownKeys(["host", "port"])
         let host = listen?.string("host") ?? "127.0.0.1"
@@ -105,6 +110,12 @@ public enum ConfigurationLoader {
             }
             upstreams.append(upstream)
         }
+        let counters = parseCounters(root.map("counters"), base: base)
+        var reloadPoll = 2.0
+        if let r = root.map("reload") {
+            r.rejectUnknownKeys(["pollInterval"])
+            reloadPoll = r.double("pollInterval", default: 2, range: 0...3600)
+        }
         var configuration = GatewayConfiguration(
             host: host, port: port,
             publicURL: root.string("publicURL") ?? "http://\(host):\(port)",
@@ -114,6 +125,8 @@ public enum ConfigurationLoader {
             maxBodyBytes: limits?.int("maxBodyBytes", default: 1 << 20, range: 1024...(64 << 20)) ?? (1 << 20),
             maxHashesPerRequest: limits?.int("maxHashesPerRequest", default: 1000, range: 1...100_000) ?? 1000,
             upstreams: upstreams, ledger: ledger, admins: admins)
+        configuration.counters = counters
+        configuration.reloadPollInterval = reloadPoll
         configuration.ocsp = parseOCSP(root.map("ocsp"))
         return configuration
     }
@@ -182,6 +195,30 @@ public enum ConfigurationLoader {
         m.rejectUnknownKeys(allowAnchors ? ["failureMode", "keyUsage", "trustAnchors"] : ["failureMode", "keyUsage"])
         return SignerCertificateOverrides(failureMode: failureMode(m), keyUsage: keyUsage(m),
                                           trustAnchors: allowAnchors ? trustAnchors(m, base: base) : nil)
+    }
+
+    /// `counters:` absent means in memory; `url` (the ledger's URL format) shares them in PostgreSQL.
+    static func parseCounters(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.CounterSettings {
+        guard let m else { return .init() }
+        m.rejectUnknownKeys(["url", "passwordEnv", "passwordFile", "schema", "maxConnections", "timeout"])
+        var settings = GatewayConfiguration.CounterSettings(timeout: m.double("timeout", default: 0.25, range: 0.01...30))
+        guard let url = m.string("url") else {
+            for key in ["passwordEnv", "passwordFile", "schema", "maxConnections"] where m[key] != nil {
+                m.log.add("'\(m.key(key))' applies to PostgreSQL counters only (set 'counters.url')", at: m[key])
+            }
+            return settings
+        }
+        switch GatewayConfiguration.PostgresLedgerSettings.parse(url: url) {
+        case .success(var pg):
+            if let env = m.string("passwordEnv") { pg.password = .environment(env) }
+            if let file = m.string("passwordFile") { pg.password = .file(resolve(file, base: base)) }
+            if let schema = m.string("schema") { pg.schema = schema }
+            pg.maxConnections = m.int("maxConnections", default: 8, range: 1...200)
+            settings.postgres = pg
+        case .failure(let error):
+            m.log.add("'\(m.key("url"))': \(error)", at: m["url"])
+        }
+        return settings
     }
 
     /// `ledger:` either `path` (SQLite, the default) or `url` (PostgreSQL) with the password
@@ -405,7 +442,16 @@ public enum ConfigurationLoader {
     static func parseTenant(_ text: String, fileStem: String, upstreams: Set<String>, log: IssueLog,
                             base: URL = URL(fileURLWithPath: ".")) -> TenantConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
-        root.rejectUnknownKeys(["tenant", "displayName", "clients", "credentials", "timestamp", "parent", "plan", "policies", "ocsp"])
+        root.rejectUnknownKeys(["tenant", "displayName", "clients", "credentials", "timestamp", "parent", "plan", "policies", "limits", "ocsp"])
+        var failMode = CounterStoreFailureMode.closed
+        if let l = root.map("limits") {
+            l.rejectUnknownKeys(["counterStoreFailure"])
+            if let text = l.string("counterStoreFailure") {
+                if let mode = CounterStoreFailureMode(rawValue: text) { failMode = mode } else {
+                    log.add("'limits.counterStoreFailure' must be open or closed", at: l["counterStoreFailure"])
+                }
+            }
+        }
         let id = root.string("tenant") ?? fileStem
         if id != fileStem {
             log.add("tenant id '\(id)' must match the file name '\(fileStem)'", at: root["tenant"])
@@ -468,7 +514,8 @@ public enum ConfigurationLoader {
                                          credentials: credentials, timestampUpstream: timestampUpstream,
                                          timestampClientData: timestampClientData, parent: parent,
                                          parentLine: root.line(of: "parent"), plan: root.map("plan").flatMap(parsePlan),
-                                         policies: policyNames(root))
+                                         policies: policyNames(root), policiesLine: root.line(of: "policies"),
+                                         counterStoreFailure: failMode)
         tenant.signerCertificates = signerOverrides(root.map("ocsp"), base: base, allowAnchors: true)
         return tenant
     }
@@ -608,16 +655,22 @@ public enum ConfigurationLoader {
         return issues
     }
 
-    /// Policies are not enforced yet; the files must still be valid YAML mappings.
-    static func checkPolicies(directory: String) -> [ConfigurationIssue] {
-        let fm = FileManager.default
-        let files = ((try? fm.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+    /// Every policy a tenant, client or credential names must exist (a file with errors is
+    /// already reported where it is wrong).
+    static func checkPolicyReferences(_ tenants: [TenantConfiguration], known: Set<String>, failed: [String],
+                                      files: [String: String]) -> [ConfigurationIssue] {
+        let broken = Set(failed.map { URL(fileURLWithPath: $0).deletingPathExtension().lastPathComponent })
         var issues = [ConfigurationIssue]()
-        for name in files.sorted() {
-            let path = directory + "/" + name
-            let log = IssueLog(file: path)
-            _ = YAMLMap.document(fm.contents(atPath: path).flatMap { String(data: $0, encoding: .utf8) } ?? "", log: log)
-            issues += log.issues
+        for t in tenants {
+            let file = files[t.id] ?? t.id
+            func check(_ names: [String], line: Int?, what: String) {
+                for n in names where !known.contains(n) && !broken.contains(n) {
+                    issues.append(ConfigurationIssue(file: file, line: line, message: "\(what): policy '\(n)' is not defined in policies/"))
+                }
+            }
+            check(t.policies, line: t.policiesLine, what: "tenant '\(t.id)'")
+            for c in t.clients { check(c.policies, line: c.line, what: "client '\(c.id)'") }
+            for r in t.credentials { check(r.policies, line: r.line, what: "credential '\(r.id)'") }
         }
         return issues
     }

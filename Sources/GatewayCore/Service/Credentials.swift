@@ -37,11 +37,16 @@ extension Gateway {
                            methods: methods, signAlgorithms: algorithms.sorted())
     }
 
-    public func listCredentials(_ caller: Caller, _ request: CredentialListRequest, _ context: OperationContext) async throws
-        -> CredentialListResult {
+    public func listCredentials(_ caller: Caller, _ request: CredentialListRequest, _ context: OperationContext,
+                                _ note: UsageNote = UsageNote()) async throws -> CredentialListResult {
         if request.userID != nil {
             throw CSCError.invalidRequest("Invalid parameter userID: credentials belong to the tenant; omit userID")
         }
+        let policies = snapshot.policies
+        let admission = try await admitOperation(operationFacts(caller, .credentialsList, context, policies: policies),
+                                                 policies, note, context)
+        defer { admission.finish() }
+        note.stage("upstream")
         let routes = directory.credentials(of: caller.tenantID)
         var result = CredentialListResult(credentialIDs: routes.map(\.id))
         if request.credentialInfo || request.onlyValid {
@@ -100,7 +105,13 @@ extension Gateway {
 
     public func credentialInfo(_ caller: Caller, _ request: CredentialInfoRequest, _ context: OperationContext,
                                _ note: UsageNote = UsageNote()) async throws -> CredentialInfo {
+        let policies = snapshot.policies
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
+        let admission = try await admitOperation(
+            operationFacts(caller, .credentialsInfo, context, policies: policies, route: route, credential: credential),
+            policies, note, context)
+        defer { admission.finish() }
+        note.stage("upstream")
         var info = credential.info
         if request.certInfo {
             // Fetched on demand: some upstreams (certomancer-csc-dummy) refuse certInfo, and the
@@ -141,6 +152,7 @@ extension Gateway {
 extension Gateway {
     public func authorize(_ caller: Caller, _ request: AuthorizeRequest, _ context: OperationContext,
                           _ note: UsageNote = UsageNote()) async throws -> AuthorizeResult {
+        let policies = snapshot.policies
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         let info = credential.info
         guard info.key.status == .enabled else {
@@ -161,6 +173,12 @@ extension Gateway {
                 throw CSCError.invalidRequest("Invalid value for parameter numSignatures: fewer than the hashes sent")
             }
         }
+        var facts = operationFacts(caller, .credentialsAuthorize, context, policies: policies, route: route, credential: credential)
+        facts.numSignatures = request.numSignatures
+        facts.hashes = request.hashes?.count
+        facts.hashAlgorithm = hashAlgorithm?.oid
+        let admission = try await admitOperation(facts, policies, note, context)
+        defer { admission.finish() }
         try await requireUsableCertificate(route, credential, caller, context, note)
         var upstreamRequest = request
         upstreamRequest.credentialID = route.upstreamCredentialID
@@ -213,9 +231,18 @@ extension Gateway {
 
     public func extendTransaction(_ caller: Caller, _ request: ExtendTransactionRequest, _ context: OperationContext,
                                   _ note: UsageNote = UsageNote()) async throws -> AuthorizeResult {
+        let policies = snapshot.policies
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         note.stage("sad")
         let claims = try openSAD(request.sad, caller: caller, credentialID: route.id)
+        var facts = operationFacts(caller, .credentialsExtendTransaction, context, policies: policies, route: route,
+                                   credential: credential)
+        facts.numSignatures = claims.numSignatures
+        facts.hashes = request.hashes?.count
+        facts.hashAlgorithm = request.hashAlgorithm ?? claims.hashAlgorithm
+        let admission = try await admitOperation(facts, policies, note, context)
+        defer { admission.finish() }
+        note.stage("upstream")
         // Take what is left in one step; a signHash racing this extension finds the old SAD spent.
         let left = usage.retire(claims)
         do {
@@ -266,7 +293,13 @@ extension Gateway {
 
     public func sendChallenge(_ caller: Caller, _ request: ChallengeRequest, _ context: OperationContext,
                               _ note: UsageNote = UsageNote()) async throws -> ChallengeResult {
+        let policies = snapshot.policies
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
+        let admission = try await admitOperation(
+            operationFacts(caller, .credentialsSendOTP, context, policies: policies, route: route, credential: credential),
+            policies, note, context)
+        defer { admission.finish() }
+        note.stage("upstream")
         guard credential.info.authFactors.contains(where: { $0.kind == .otp && $0.otpType == "online" }) else {
             throw CSCError.invalidRequest("The credential identified by credentialID has no online OTP")
         }
@@ -275,10 +308,18 @@ extension Gateway {
         return try await backend.sendChallenge(upstreamRequest, context)
     }
 
-    public func timestamp(_ caller: Caller, _ request: TimestampRequest, _ context: OperationContext) async throws -> TimestampResult {
-        guard let tenant = directory.tenants[caller.tenantID], let name = tenant.timestampUpstream else {
+    public func timestamp(_ caller: Caller, _ request: TimestampRequest, _ context: OperationContext,
+                          _ note: UsageNote = UsageNote()) async throws -> TimestampResult {
+        let current = snapshot
+        guard let tenant = current.directory.tenants[caller.tenantID], let name = tenant.timestampUpstream else {
             throw CSCError.notImplemented("signatures/timestamp is not configured for this tenant")
         }
+        var facts = operationFacts(caller, .signaturesTimestamp, context, policies: current.policies)
+        facts.upstream = name
+        facts.hashAlgorithm = request.hashAlgorithm
+        let admission = try await admitOperation(facts, current.policies, note, context)
+        defer { admission.finish() }
+        note.stage("upstream")
         let algorithm = try HashAlgorithm.parse(request.hashAlgorithm, field: "hashAlgo")
         guard request.hash.count == algorithm.digestLength else { throw CSCError.invalidRequest("Invalid digest value length") }
         var upstreamRequest = request

@@ -7,22 +7,26 @@ import Synchronization
 /// one of these with an authenticated `Caller`, and encodes; it holds no logic of its own.
 public final class Gateway: Sendable {
     public let configuration: GatewayConfiguration
-    let directoryBox: Mutex<TenantDirectory>
+    /// Tenants and policies, swapped whole on reload; a request reads the one it started with.
+    let snapshotBox: Mutex<GatewaySnapshot>
     let backends: [String: any SigningBackend]
     public let tokens: TokenStore
     let seal: SADSeal
     let usage: SADUsage
     let catalog: CredentialCatalog
     let ledger: (any UsageLedger)?
+    public let limits: Limits
+    let certificates = CertificateFactsCache()
     /// Signer-certificate checks (OCSP); nil when `ocsp.enabled` is off.
     let revocation: (any RevocationChecker)?
     let now: @Sendable () -> Date
 
     public init(configuration: LoadedConfiguration, backends: [String: any SigningBackend], seal: SADSeal,
-                ledger: (any UsageLedger)? = nil, revocation: (any RevocationChecker)? = nil,
+                ledger: (any UsageLedger)? = nil, limits: Limits = Limits(), revocation: (any RevocationChecker)? = nil,
                 now: @escaping @Sendable () -> Date = Date.init) {
         self.configuration = configuration.gateway
-        self.directoryBox = Mutex(TenantDirectory(configuration.tenants))
+        self.snapshotBox = Mutex(GatewaySnapshot(configuration))
+        self.limits = limits
         self.backends = backends
         self.tokens = TokenStore(accessLifetime: configuration.gateway.tokens.accessTokenLifetime,
                                  refreshLifetime: configuration.gateway.tokens.refreshTokenLifetime, now: now)
@@ -35,12 +39,20 @@ public final class Gateway: Sendable {
         self.now = now
     }
 
-    public var directory: TenantDirectory { directoryBox.withLock { $0 } }
+    public var snapshot: GatewaySnapshot { snapshotBox.withLock { $0 } }
+    public var directory: TenantDirectory { snapshot.directory }
 
-    /// Swaps in a new set of tenants; requests in flight finish with the directory they started with.
+    /// Swaps in new tenants and policies; requests in flight finish with what they started with.
+    public func replace(_ loaded: LoadedConfiguration) {
+        let next = GatewaySnapshot(loaded)
+        snapshotBox.withLock { $0 = next }
+    }
+
+    /// Swaps in a new set of tenants under the current policy files.
     public func replaceTenants(_ tenants: [TenantConfiguration]) {
-        let next = TenantDirectory(tenants)
-        directoryBox.withLock { $0 = next }
+        let documents = Array(snapshot.policies.documents.values)
+        let next = GatewaySnapshot(LoadedConfiguration(gateway: configuration, tenants: tenants, policies: documents))
+        snapshotBox.withLock { $0 = next }
     }
 
     func backend(_ name: String) throws(CSCError) -> any SigningBackend {
@@ -60,6 +72,19 @@ public final class Gateway: Sendable {
     }
 
     var unixNow: Int { Int(now().timeIntervalSince1970) }
+}
+
+/// The tenant and policy state one request works with: immutable, built off the request path.
+public struct GatewaySnapshot: Sendable {
+    public let directory: TenantDirectory
+    public let policies: PolicyIndex
+    public let loadedAt: Date
+
+    public init(_ loaded: LoadedConfiguration) {
+        directory = TenantDirectory(loaded.tenants)
+        policies = PolicyIndex(documents: loaded.policies, tenants: loaded.tenants)
+        loadedAt = Date()
+    }
 }
 
 // MARK: - Authentication

@@ -14,6 +14,7 @@ extension Gateway {
         }
 
         // 2. Credential: the tenant's id, resolved to its upstream (another tenant's id is unknown).
+        let policies = snapshot.policies
         let (route, backend, credential) = try await resolve(caller, request.credentialID, context, note)
         guard credential.info.key.status == .enabled else {
             throw CSCError.invalidRequest("The credential identified by credentialID is disabled")
@@ -36,7 +37,15 @@ extension Gateway {
             }
         }
 
-        // 5. Retry: the same request id already signed this; answer again, sign and bill nothing new.
+        // 5. Policy: the tenant's, client's and credential's rules allow, deny with a reason, or limit.
+        var facts = operationFacts(caller, .signaturesSignHash, context, policies: policies, route: route, credential: credential)
+        facts.signAlgorithm = request.signAlgorithm
+        facts.hashAlgorithm = hash?.oid
+        facts.hashes = request.hashes.count
+        facts.numSignatures = claims.numSignatures
+        let decision = try checkPolicy(facts, policies, note, context)
+
+        // 6. Retry: the same request id already signed this; answer again, sign and bill nothing new.
         note.stage("retry")
         let fingerprint = Self.fingerprint(route.id, request)
         if let earlier = try await recordedAnswer(caller, context, fingerprint: fingerprint) {
@@ -45,20 +54,31 @@ extension Gateway {
             return earlier
         }
 
-        // 6. Budget and binding: count and (SCAL 2) hashes come out of the SAD, whatever the upstream checks.
+        // 7. Budget and binding: count and (SCAL 2) hashes come out of the SAD, whatever the upstream checks.
         note.stage("budget")
         let encodedHashes = request.hashes.map { $0.base64EncodedString() }
         try usage.consume(claims, hashes: encodedHashes)
 
-        // 7. Signer certificate: valid, trusted, fit for signing, not revoked (OCSP verdict, cached).
+        // 8. Limits: rates, concurrency and the monthly quota, counted in signatures; a refusal gives the budget back.
+        let admission: Limits.Admission
         do {
-            try await requireUsableCertificate(route, credential, caller, context, note)
+            admission = try await admit(decision, facts, signatures: request.hashes.count, note, context)
         } catch {
             usage.refund(claims, hashes: encodedHashes)
             throw error
         }
+        defer { admission.finish() }
 
-        // 8. Upstream: its own credential id, its own SAD, an algorithm it accepts.
+        // 9. Signer certificate: valid, trusted, fit for signing, not revoked (OCSP verdict, cached).
+        do {
+            try await requireUsableCertificate(route, credential, caller, context, note)
+        } catch {
+            usage.refund(claims, hashes: encodedHashes)
+            admission.cancel(context)
+            throw error
+        }
+
+        // 10. Upstream: its own credential id, its own SAD, an algorithm it accepts. A failure gives back budget and quota.
         note.stage("upstream")
         let (signAlgo, hashAlgo) = credential.upstreamAlgorithm(for: request.signAlgorithm, hash: hash)
         let upstreamRequest = SignHashRequest(
@@ -74,12 +94,14 @@ extension Gateway {
             ])
         } catch {
             usage.refund(claims, hashes: encodedHashes)
+            admission.cancel(context)
             throw error
         }
 
-        // 9. Answer: one signature per hash, ECDSA in the encoding the OID promises.
+        // 11. Answer: one signature per hash, ECDSA in the encoding the OID promises.
         note.stage("response")
         guard signed.signatures.count == request.hashes.count else {
+            admission.cancel(context)
             throw CSCError.upstreamFailed(route.upstream, "returned \(signed.signatures.count) signatures for \(request.hashes.count) hashes")
         }
         var signatures = signed.signatures
@@ -92,7 +114,7 @@ extension Gateway {
             }
         }
         let result = SignHashResult(signatures: signatures)
-        // 10. Record: `perform` writes the usage event, durably, before this answer leaves.
+        // 12. Record: `perform` writes the usage event, durably, before this answer leaves.
         note.signed(signatures.count, signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid,
                     answer: Self.answer(fingerprint, result))
         context.logger.info("hashes signed", metadata: [

@@ -1,16 +1,20 @@
 import CSC
 import Logging
 
-/// Per-request facts every stage and backend may need: for logs, never for decisions.
+/// Per-request facts every stage and backend may need: the request id for logs, and the
+/// client's address for `source` policy rules.
 public struct OperationContext: Sendable {
     public let requestID: String
     /// True when the client chose the request id (X-Request-ID): only then can it be a retry.
     public let requestIDFromClient: Bool
     public var logger: Logger
+    /// The client's network address, for `source` rules; nil when unknown.
+    public var clientAddress: IPAddress?
 
-    public init(requestID: String, requestIDFromClient: Bool = false, logger: Logger) {
+    public init(requestID: String, requestIDFromClient: Bool = false, logger: Logger, clientAddress: IPAddress? = nil) {
         self.requestID = requestID
         self.requestIDFromClient = requestIDFromClient
+        self.clientAddress = clientAddress
         var logger = logger
         logger[metadataKey: "request_id"] = .string(requestID)
         self.logger = logger
