@@ -67,7 +67,7 @@ credentials:
             raise TimeoutError('no login')
 
         def post(path, body, request_id=None):
-            """Retries until answered: connection errors and 401 (tokens die with the process)."""
+            """Retries until answered: connection errors, 401 (tokens die with the process) and upstream 5xx."""
             while time.monotonic() < stop_at:
                 headers = {'Authorization': f'Bearer {token[0]}'}
                 if request_id:
@@ -79,6 +79,11 @@ credentials:
                     continue
                 if r.status_code == 401:
                     login()
+                    continue
+                if r.status_code in (502, 503, 504):
+                    # An upstream that did not answer in time (a loaded CI machine): a client
+                    # retries, with the same request id, and must still be billed once.
+                    time.sleep(0.1)
                     continue
                 return r
             raise TimeoutError(path)
