@@ -74,7 +74,10 @@ test: deps venv
 	$(SWIFT) build --build-tests
 	$(SWIFT) build --product cscgate
 	bash scripts/postgres.sh start
-	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' $(MAKE) unit-test policy-test e2e-test
+	@# PostgreSQL stops whatever the outcome: a server left running keeps the shared e2e lock
+	@# (flock) held through the descriptor it inherited.
+	CSCGATE_TEST_POSTGRES_URL='$(PG_TEST_URL)' $(MAKE) unit-test policy-test e2e-test; rc=$$?; \
+	  bash scripts/postgres.sh stop; exit $$rc
 
 unit-test:
 	$(SWIFT) test --skip-build

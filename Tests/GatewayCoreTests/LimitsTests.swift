@@ -27,7 +27,7 @@ final class BrokenStore: CounterStore {
     init(_ mode: Mode) { self.mode = mode }
     var isRemote: Bool { true }
     func charge(_ charges: [CounterCharge]) async throws -> [CounterVerdict] {
-        if mode == .hanging { try await Task.sleep(for: .seconds(30)) }
+        if mode == .hanging { try await Task.sleep(for: .seconds(300)) }
         throw CounterStoreUnavailable(reason: "connection refused")
     }
     func refund(_ charges: [CounterCharge]) async throws {}
@@ -172,9 +172,10 @@ struct LimitsTests {
         let started = ContinuousClock.now
         _ = try await limits.admit([rate(10, per: 60, burst: 10)], facts: facts(), signatures: 1, plan: nil, failMode: .open, context)
         let elapsed = ContinuousClock.now - started
-        // Not the store's 30 s: the deadline answered (the exact bound is proven end to end, where
-        // no other test shares the threads: tests/e2e/test_policy_postgres.py).
-        #expect(elapsed < .seconds(10), "answered after \(elapsed)")
+        // Not the store's 300 s: the deadline answered. How soon depends on free executor threads,
+        // which parallel unit tests starve; the bound itself is proven end to end, in a gateway
+        // process (tests/e2e/test_policy_postgres.py).
+        #expect(elapsed < .seconds(120), "answered after \(elapsed)")
         #expect(elapsed >= .milliseconds(150))
         // Straight after a failure the store is skipped for a second.
         _ = try await limits.admit([rate(10, per: 60, burst: 10)], facts: facts(), signatures: 1, plan: nil, failMode: .open, context)
