@@ -83,14 +83,18 @@ struct Serve: AsyncParsableCommand {
         }
         defer { for h in hsms { h.shutdown() } }
         let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
-        let ledger = try await openLedger(loaded.gateway.ledger)
+        let (ledger, signer) = try await openLedger(loaded.gateway.ledger)
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
                               ledger: ledger)
         logger.info("starting", metadata: [
             "address": .string("\(loaded.gateway.host):\(loaded.gateway.port)"),
             "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(backends.count),
         ])
-        let app = GatewayApplication.make(gateway: gateway, logger: logger)
+        // Usage for operators (/admin/v1/usage, usage/export, reports) and for tenants' clients
+        // (/tenant/v1/…), read from the ledger this gateway writes.
+        let usage = UsageAPI(store: ledger, gateway: gateway, publicKey: signer.publicKey)
+        let app = GatewayApplication.make(gateway: gateway, admin: AdminAPI(operators: loaded.gateway.admins), usage: usage,
+                                          logger: logger)
         do {
             try await app.runService()
         } catch {
