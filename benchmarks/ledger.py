@@ -94,6 +94,13 @@ def main():
             print(f'{b:<9} {"report by " + f["group_by"] + " (s)":<28} {v:>14.3f}  '
                   f'{f["operations_counted"]:,} events, {f["lines"]} lines  (target < {REPORT_TARGET} s: '
                   f'{"met" if met else "NOT met"})')
+        elif f['figure'] == 'report+invoice':
+            v = f['seconds']
+            met = v < REPORT_TARGET
+            ok &= met
+            print(f'{b:<9} {"report+invoice (s)":<28} {v:>14.3f}  '
+                  f'by client, {f["billed"]:,} billed signatures priced  (target < {REPORT_TARGET} s: '
+                  f'{"met" if met else "NOT met"})')
     sys.exit(0 if ok else 1)
 
 

@@ -24,12 +24,14 @@ public struct GatewayResponder: HTTPResponder {
 
     let frontDoor: FrontDoor
     let admin: AdminAPI
+    let usage: UsageAPI?
     let maxBodyBytes: Int
     let logger: Logger
 
-    public init(gateway: Gateway, admin: AdminAPI, logger: Logger) {
+    public init(gateway: Gateway, admin: AdminAPI, usage: UsageAPI? = nil, logger: Logger) {
         self.frontDoor = FrontDoor(gateway: gateway)
         self.admin = admin
+        self.usage = usage
         self.maxBodyBytes = gateway.configuration.maxBodyBytes
         self.logger = logger
     }
@@ -55,6 +57,16 @@ public struct GatewayResponder: HTTPResponder {
                                             body: Data(buffer.readableBytesView), context: operation)
             } catch {
                 answer = FrontDoorResponse(.bodyTooLarge(limit: maxBodyBytes))
+            }
+        } else if path.hasPrefix(UsageAPI.tenantPrefix) {
+            if let usage {
+                answer = await usage.handleTenant(method: request.method.rawValue,
+                                                  path: String(path.dropFirst(UsageAPI.tenantPrefix.count)),
+                                                  query: AdminAPI.query(request.uri.description),
+                                                  authorization: request.headers[.authorization], context: operation)
+            } else {
+                answer = FrontDoorResponse(CSCError(status: 404, error: "invalid_request",
+                                                    description: "This gateway keeps no usage ledger"))
             }
         } else if request.method != .post {
             answer = FrontDoorResponse(CSCError(status: 405, error: "invalid_request",
@@ -121,10 +133,14 @@ public struct GatewayResponder: HTTPResponder {
 
 /// Builds the Hummingbird application around a gateway.
 public enum GatewayApplication {
-    public static func make(gateway: Gateway, admin: AdminAPI? = nil, logger: Logger) -> some ApplicationProtocol {
+    /// With `usage`, its routes are added to the admin API and `/tenant/v1/` is served.
+    public static func make(gateway: Gateway, admin: AdminAPI? = nil, usage: UsageAPI? = nil,
+                            logger: Logger) -> some ApplicationProtocol {
         let config = gateway.configuration
+        var admin = admin ?? AdminAPI(operators: config.admins)
+        usage?.register(on: &admin)
         return Application(
-            responder: GatewayResponder(gateway: gateway, admin: admin ?? AdminAPI(operators: config.admins), logger: logger),
+            responder: GatewayResponder(gateway: gateway, admin: admin, usage: usage, logger: logger),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: "cscgate"),
             logger: logger)
     }

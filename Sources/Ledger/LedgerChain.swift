@@ -37,21 +37,88 @@ public struct Checkpoint: Sendable, Equatable {
 public enum LedgerChain {
     /// SHA-256 over the previous link and the event's canonical form (every field that matters
     /// for billing and audit; the stored answer is evidence and stays outside).
+    ///
+    /// The canonical form is the JSON object of those fields with sorted keys, absent optionals
+    /// left out, exactly as `JSONValue.serialized()` writes it; it is written here field by field
+    /// because building a dictionary per event was the writer's largest cost.
     static func link(previous: Data, seq: Int64, event e: UsageEvent, timeMs: Int64) -> Data {
-        var fields: [String: JSONValue] = [
-            "seq": .number(Double(seq)), "id": .string(e.id), "time_ms": .number(Double(timeMs)),
-            "tenant": .string(e.tenantID), "client": .string(e.clientID), "operation": .string(e.operation),
-            "signatures": .int(e.signatures), "outcome": .string(e.outcome.rawValue),
-            "latency_us": .int(e.latencyMicros), "request_id": .string(e.requestID),
-        ]
-        for (k, v) in [("credential", e.credentialID), ("upstream", e.upstream), ("sign_algo", e.signAlgorithm),
-                       ("hash_algo", e.hashAlgorithm), ("stage", e.stage), ("reason", e.reason), ("evidence", e.evidence)] {
-            if let v { fields[k] = .string(v) }
-        }
+        var out = [UInt8]()
+        out.reserveCapacity(512)
+        canonical(seq: seq, event: e, timeMs: timeMs, into: &out)
         var h = SHA256()
         h.update(data: previous)
-        h.update(data: JSONValue.object(fields).serialized())
+        out.withUnsafeBytes { h.update(bufferPointer: $0) }
         return Data(h.finalize())
+    }
+
+    /// Keys in byte order: client, credential, evidence, hash_algo, id, latency_us, operation,
+    /// outcome, reason, request_id, seq, sign_algo, signatures, stage, tenant, time_ms, upstream.
+    static func canonical(seq: Int64, event e: UsageEvent, timeMs: Int64, into out: inout [UInt8]) {
+        var first = true
+        func key(_ k: StaticString) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            out.append(UInt8(ascii: "\""))
+            k.withUTF8Buffer { out.append(contentsOf: $0) }
+            out.append(UInt8(ascii: "\""))
+            out.append(UInt8(ascii: ":"))
+        }
+        func string(_ k: StaticString, _ v: String?) {
+            guard let v else { return }
+            key(k)
+            writeString(v, into: &out)
+        }
+        func number(_ k: StaticString, _ v: Int64) {
+            key(k)
+            let d = Double(v)
+            // As JSONValue writes a number: integral below 9e15 as an integer, otherwise as a Double.
+            if abs(d) < 9.0e15 { out.append(contentsOf: String(v).utf8) } else { out.append(contentsOf: String(d).utf8) }
+        }
+        out.append(UInt8(ascii: "{"))
+        string("client", e.clientID)
+        string("credential", e.credentialID)
+        string("evidence", e.evidence)
+        string("hash_algo", e.hashAlgorithm)
+        string("id", e.id)
+        number("latency_us", Int64(e.latencyMicros))
+        string("operation", e.operation)
+        string("outcome", e.outcome.rawValue)
+        string("reason", e.reason)
+        string("request_id", e.requestID)
+        number("seq", seq)
+        string("sign_algo", e.signAlgorithm)
+        number("signatures", Int64(e.signatures))
+        string("stage", e.stage)
+        string("tenant", e.tenantID)
+        number("time_ms", timeMs)
+        string("upstream", e.upstream)
+        out.append(UInt8(ascii: "}"))
+    }
+
+    /// JSONValue's string escaping, byte for byte.
+    static func writeString(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { bytes in
+            // Most values need no escaping: copy them whole.
+            if !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                out.append(contentsOf: bytes)
+                return
+            }
+            let hex = Array("0123456789abcdef".utf8)
+            for byte in bytes {
+                switch byte {
+                case UInt8(ascii: "\""): out.append(contentsOf: [92, 34])
+                case UInt8(ascii: "\\"): out.append(contentsOf: [92, 92])
+                case 0x0A: out.append(contentsOf: [92, UInt8(ascii: "n")])
+                case 0x0D: out.append(contentsOf: [92, UInt8(ascii: "r")])
+                case 0x09: out.append(contentsOf: [92, UInt8(ascii: "t")])
+                case 0..<0x20: out.append(contentsOf: [92, UInt8(ascii: "u"), 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+                default: out.append(byte)
+                }
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 
     static func timeMs(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }

@@ -10,8 +10,76 @@ public protocol LedgerStore: Sendable {
     func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent]
     /// The tenant's stored checkpoints, in seq order.
     func checkpoints(tenant: String) async throws -> [Checkpoint]
-    /// One line per key of `grouping` over events of `tenant` with `from <= time < to`, sorted by key.
-    func reportLines(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageReport.Line]
+    /// Counts of `tenant`'s events with `from <= time < to`, one cell per UTC day and key of
+    /// `grouping` (the key is empty for `day` and `month`). Reports, invoices and the chart are
+    /// sums of these, so one scan serves them all.
+    func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell]
+    /// Events matching `query`, ordered by (time, tenant, seq), at most `query.limit`.
+    func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent]
+}
+
+/// What one scan returns: the counts of one key on one UTC day.
+public struct UsageCell: Sendable, Equatable {
+    /// Days since 1970-01-01 (UTC).
+    public var day: Int64
+    public var key: String
+    public var operations: Int
+    public var ok: Int
+    public var denied: Int
+    public var failed: Int
+    public var billedSignatures: Int
+
+    public init(day: Int64, key: String, operations: Int, ok: Int, denied: Int, failed: Int, billedSignatures: Int) {
+        self.day = day; self.key = key; self.operations = operations; self.ok = ok; self.denied = denied
+        self.failed = failed; self.billedSignatures = billedSignatures
+    }
+}
+
+/// A page of the event listing: the admin API, the tenant endpoint and the CloudEvents export.
+public struct UsageEventQuery: Sendable, Equatable {
+    /// nil: every tenant (operators only); otherwise exactly these.
+    public var tenants: [String]?
+    public var from: Date?
+    public var to: Date?
+    public var outcome: UsageOutcome?
+    /// Continue after this event (exclusive).
+    public var after: UsageCursor?
+    public var limit: Int
+
+    public init(tenants: [String]?, from: Date? = nil, to: Date? = nil, outcome: UsageOutcome? = nil,
+                after: UsageCursor? = nil, limit: Int = 100) {
+        self.tenants = tenants; self.from = from; self.to = to; self.outcome = outcome; self.after = after
+        self.limit = limit
+    }
+}
+
+/// The position of an event in listing order; opaque to clients (base64url), so paging does not
+/// depend on offsets that shift while the ledger grows.
+public struct UsageCursor: Sendable, Equatable {
+    public var timeMs: Int64
+    public var tenant: String
+    public var seq: Int64
+
+    public init(timeMs: Int64, tenant: String, seq: Int64) { self.timeMs = timeMs; self.tenant = tenant; self.seq = seq }
+
+    public init(_ row: StoredEvent) { self.init(timeMs: row.timeMs, tenant: row.event.tenantID, seq: row.seq) }
+
+    public var token: String {
+        Data("\(timeMs):\(seq):\(tenant)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    public init?(token: String) {
+        var b64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while b64.count % 4 != 0 { b64 += "=" }
+        guard token.count <= 400, let data = Data(base64Encoded: b64), let text = String(data: data, encoding: .utf8) else {
+            return nil
+        }
+        let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, let t = Int64(parts[0]), let s = Int64(parts[1]) else { return nil }
+        self.init(timeMs: t, tenant: String(parts[2]), seq: s)
+    }
 }
 
 /// Opens the configured ledger, for writing (`serve`) or reading (`ledger verify`, `report`).

@@ -13,14 +13,13 @@ import PostgresNIO
 /// looked up after the lock, so two instances receiving the same retry record it once.
 ///
 /// `record` returns once the transaction holding the event is committed (synchronous commit).
-public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
+public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
     let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger
     private let checkpoints: CheckpointSigner?
-    private var pending: [(UsageEvent, CheckedContinuation<Void, Error>)] = []
-    private var flushing = false
-    private var closed = false
+    /// Set once `init` has connected; the writes it batches need the finished ledger.
+    private let commits: GroupCommit<UsageEvent>
     /// Rows per INSERT statement: 20 parameters each, under PostgreSQL's 65,535.
     static let rowsPerStatement = 1000
 
@@ -46,6 +45,17 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
         self.runner = Task { await client.run() }
         self.logger = logger
         self.checkpoints = checkpoints
+        let writer = PostgresChainWriter(client: client, signer: checkpoints, logger: logger)
+        self.commits = GroupCommit(closedError: { PostgresLedgerError(message: "the ledger is shut down") }) { events in
+            do {
+                try await writer.append(events, copy: false)
+            } catch {
+                logger.error("usage batch could not be committed", metadata: [
+                    "events": .stringConvertible(events.count), "error": .string(PostgresLedgerError(error).description),
+                ])
+                throw PostgresLedgerError(error)
+            }
+        }
         do {
             try await Self.withDeadline(connectTimeout, what: "connecting to \(settings.url)") {
                 if migrate {
@@ -62,7 +72,7 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
     }
 
     /// Stored once per content address, committed before the address is handed out.
-    public nonisolated func storeEvidence(_ der: Data) async throws -> String {
+    public func storeEvidence(_ der: Data) async throws -> String {
         let address = EvidenceHex.sha256(der)
         let millis = LedgerChain.timeMs(Date())
         try await client.query("""
@@ -72,7 +82,7 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
         return address
     }
 
-    public nonisolated func evidence(address: String) async throws -> Data? {
+    public func evidence(address: String) async throws -> Data? {
         for try await der in try await client.query("SELECT der FROM ocsp_evidence WHERE address = \(address)", logger: logger)
             .decode(Data.self) {
             return der
@@ -81,98 +91,19 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
     }
 
     public func record(_ event: UsageEvent) async throws {
-        guard !closed else { throw PostgresLedgerError(message: "the ledger is shut down") }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            pending.append((event, continuation))
-            if !flushing {
-                flushing = true
-                Task { await self.flush() }
-            }
-        }
-    }
-
-    /// Writes everything pending in one transaction, then whatever arrived meanwhile.
-    private func flush() async {
-        while !pending.isEmpty {
-            let batch = pending
-            pending = []
-            do {
-                try await append(batch.map(\.0), copy: false)
-                for (_, c) in batch { c.resume() }
-            } catch {
-                logger.error("usage batch could not be committed", metadata: [
-                    "events": .stringConvertible(batch.count), "error": .string(PostgresLedgerError(error).description),
-                ])
-                for (_, c) in batch { c.resume(throwing: PostgresLedgerError(error)) }
-            }
-        }
-        flushing = false
+        try await commits.submit(event)
     }
 
     /// Appends already-made events in transactions of `chunk`, through COPY and without the
     /// group-commit queue: for imports and benchmarks, not for the request path.
     public func load(_ events: [UsageEvent], chunk: Int = 50_000) async throws {
+        let writer = PostgresChainWriter(client: client, signer: checkpoints, logger: logger)
         var start = 0
         while start < events.count {
-            try await append(Array(events[start..<min(events.count, start + chunk)]), copy: true)
+            try await writer.append(Array(events[start..<min(events.count, start + chunk)]), copy: true)
             start += chunk
         }
     }
-
-    /// One transaction: lock the heads of the batch's tenants, drop ids already recorded,
-    /// chain the rest after the locked heads, write events, heads and checkpoints, commit.
-    private func append(_ events: [UsageEvent], copy: Bool) async throws {
-        let signer = checkpoints
-        let logger = logger
-        try await client.withTransaction(logger: logger) { conn in
-            let tenants = Array(Set(events.map(\.tenantID))).sorted()
-            try await conn.query("""
-                INSERT INTO ledger_heads (tenant, seq, hash)
-                SELECT t, 0, \(ChainHead.genesis) FROM unnest(\(tenants)::text[]) AS t ORDER BY t
-                ON CONFLICT (tenant) DO NOTHING
-                """, logger: logger)
-            var heads = [String: ChainHead]()
-            let locked = try await conn.query(
-                "SELECT tenant, seq, hash FROM ledger_heads WHERE tenant = ANY(\(tenants)::text[]) ORDER BY tenant FOR UPDATE",
-                logger: logger)
-            for try await (tenant, seq, hash) in locked.decode((String, Int64, Data).self) {
-                heads[tenant] = ChainHead(seq: seq, hash: hash)
-            }
-            // After the lock: a retry recorded meanwhile by another instance is visible now.
-            var recorded = Set<String>()
-            let ids = Array(Set(events.map(\.id)))
-            let existing = try await conn.query("SELECT id FROM usage_events WHERE id = ANY(\(ids)::text[])", logger: logger)
-            for try await id in existing.decode(String.self) { recorded.insert(id) }
-            let chained = try LedgerChain.extend(events.filter { !recorded.contains($0.id) }, after: heads, signer: signer)
-            if chained.rows.isEmpty { return }
-            if copy {
-                try await Self.copyEvents(chained.rows, conn, logger: logger)
-            } else {
-                var start = 0
-                while start < chained.rows.count {
-                    let end = min(chained.rows.count, start + Self.rowsPerStatement)
-                    try await conn.query(try Self.insertEvents(chained.rows[start..<end]), logger: logger)
-                    start = end
-                }
-            }
-            let changed = chained.heads.filter { heads[$0.key] != $0.value }.sorted { $0.key < $1.key }
-            try await conn.query("""
-                UPDATE ledger_heads AS h SET seq = v.seq, hash = decode(v.hex, 'hex')
-                FROM unnest(\(changed.map(\.key))::text[], \(changed.map(\.value.seq))::bigint[],
-                            \(changed.map { Self.hex($0.value.hash) })::text[]) AS v(tenant, seq, hex)
-                WHERE h.tenant = v.tenant
-                """, logger: logger)
-            for cp in chained.checkpoints {
-                try await conn.query("""
-                    INSERT INTO checkpoints (tenant, seq, hash, time_ms, key_id, signature)
-                    VALUES (\(cp.tenant), \(cp.seq), \(cp.hash), \(cp.timeMs), \(cp.keyID), \(cp.signature))
-                    ON CONFLICT (tenant, seq) DO UPDATE SET hash = excluded.hash, time_ms = excluded.time_ms,
-                      key_id = excluded.key_id, signature = excluded.signature
-                    """, logger: logger)
-            }
-        }
-    }
-
     static let eventColumns = ["tenant", "seq", "id", "time_ms", "client", "credential", "upstream", "operation", "signatures",
                                "sign_algo", "hash_algo", "outcome", "stage", "reason", "latency_us", "request_id", "evidence",
                                "answer", "prev_hash", "hash"]
@@ -256,15 +187,14 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
 
     /// Lets pending records finish, then closes the pool. Later records fail.
     public func shutdown() async {
-        closed = true
-        while flushing { try? await Task.sleep(for: .milliseconds(5)) }
+        await commits.close()
         runner.cancel()
         await runner.value
     }
 
     // MARK: reading (LedgerStore)
 
-    public nonisolated func tenants() async throws -> [String] {
+    public func tenants() async throws -> [String] {
         // A tenant whose events were all deleted keeps its head row: verify still names it.
         var out = Set<String>()
         let rows = try await client.query(
@@ -273,13 +203,13 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
         return out.sorted()
     }
 
-    public nonisolated func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
+    public func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
         let rows = try await client.query(
             "SELECT * FROM usage_events WHERE tenant = \(tenant) AND seq > \(seq) ORDER BY seq LIMIT \(limit)").collect()
         return try rows.map(Self.storedEvent)
     }
 
-    public nonisolated func checkpoints(tenant: String) async throws -> [Checkpoint] {
+    public func checkpoints(tenant: String) async throws -> [Checkpoint] {
         var out = [Checkpoint]()
         let rows = try await client.query(
             "SELECT tenant, seq, hash, time_ms, key_id, signature FROM checkpoints WHERE tenant = \(tenant) ORDER BY seq")
@@ -289,34 +219,56 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
         return out
     }
 
-    public nonisolated func reportLines(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws
-        -> [UsageReport.Line] {
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
         let key = switch grouping {
-        case .day: "(time_ms / 86400000)::text"
+        case .day, .month: "''"
         case .client: "client"
         case .credential: "COALESCE(credential, '-')"
         case .upstream: "COALESCE(upstream, '-')"
         case .outcome: "outcome"
         case .operation: "operation"
+        case .reason: "CASE WHEN outcome = 'ok' THEN '-' ELSE COALESCE(stage, '-') || ': ' || COALESCE(reason, '-') END"
         }
+        var binds = PostgresBindings()
+        binds.append(tenant); binds.append(LedgerChain.timeMs(from)); binds.append(LedgerChain.timeMs(to))
         let rows = try await client.query(PostgresQuery(unsafeSQL: """
-            SELECT \(key) AS k, COUNT(*), COUNT(*) FILTER (WHERE outcome = 'ok'), COUNT(*) FILTER (WHERE outcome = 'denied'),
-              COUNT(*) FILTER (WHERE outcome = 'failed'), COALESCE(SUM(signatures) FILTER (WHERE outcome = 'ok'), 0)
+            SELECT time_ms / 86400000 AS d, \(key) AS k, COUNT(*), COUNT(*) FILTER (WHERE outcome = 'ok'),
+              COUNT(*) FILTER (WHERE outcome = 'denied'), COUNT(*) FILTER (WHERE outcome = 'failed'),
+              COALESCE(SUM(signatures) FILTER (WHERE outcome = 'ok'), 0)
             FROM usage_events WHERE tenant = $1 AND time_ms >= $2 AND time_ms < $3
-            GROUP BY 1
-            """, binds: {
-                var b = PostgresBindings()
-                b.append(tenant); b.append(LedgerChain.timeMs(from)); b.append(LedgerChain.timeMs(to))
-                return b
-            }()))
-        var lines = [UsageReport.Line]()
-        for try await (k, n, ok, denied, failed, billed) in rows.decode((String?, Int, Int, Int, Int, Int).self) {
-            let keyText = grouping == .day ? k.flatMap(Int64.init).map(UsageReport.dayKey) ?? "-" : k ?? "-"
-            lines.append(UsageReport.Line(key: keyText, operations: n, ok: ok, denied: denied, failed: failed,
-                                          billedSignatures: billed))
+            GROUP BY 1, 2
+            """, binds: binds))
+        var cells = [UsageCell]()
+        for try await (d, k, n, ok, denied, failed, billed) in rows.decode((Int64, String?, Int, Int, Int, Int, Int).self) {
+            cells.append(UsageCell(day: d, key: k ?? "-", operations: n, ok: ok, denied: denied, failed: failed,
+                                   billedSignatures: billed))
         }
-        // Sorted here, byte-wise like SQLite, whatever the database's collation.
-        return lines.sorted { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }
+        return cells
+    }
+
+    public func usageEvents(_ q: UsageEventQuery) async throws -> [StoredEvent] {
+        var conditions = [String](), binds = PostgresBindings()
+        func next() -> String { "$\(binds.count)" }
+        if let tenants = q.tenants {
+            if tenants.isEmpty { return [] }
+            binds.append(tenants); conditions.append("tenant = ANY(\(next())::text[])")
+        }
+        if let from = q.from { binds.append(LedgerChain.timeMs(from)); conditions.append("time_ms >= \(next())") }
+        if let to = q.to { binds.append(LedgerChain.timeMs(to)); conditions.append("time_ms < \(next())") }
+        if let outcome = q.outcome { binds.append(outcome.rawValue); conditions.append("outcome = \(next())") }
+        if let a = q.after {
+            binds.append(a.timeMs); let t = next()
+            binds.append(a.tenant); let n = next()
+            binds.append(a.seq); let s = next()
+            // Byte order for tenant names, as on SQLite, whatever the database's collation.
+            conditions.append("(time_ms, tenant COLLATE \"C\", seq) > (\(t), \(n), \(s))")
+        }
+        binds.append(max(0, q.limit))
+        let whereSQL = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let rows = try await client.query(PostgresQuery(unsafeSQL: """
+            SELECT * FROM usage_events \(whereSQL) ORDER BY time_ms, tenant COLLATE "C", seq LIMIT \(next())
+            """, binds: binds)).collect()
+        return try rows.map(Self.storedEvent)
     }
 
     static func storedEvent(_ row: PostgresRow) throws -> StoredEvent {
@@ -368,6 +320,68 @@ public actor PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evidence
                 throw PostgresLedgerError(message: "\(what): no answer within \(limit)")
             }
             return value
+        }
+    }
+}
+
+/// Extends chains in one PostgreSQL transaction per batch; holds no state of its own (the
+/// heads are rows), so any number of instances can write.
+struct PostgresChainWriter: Sendable {
+    let client: PostgresClient
+    let signer: CheckpointSigner?
+    let logger: Logger
+
+    /// One transaction: lock the heads of the batch's tenants, drop ids already recorded,
+    /// chain the rest after the locked heads, write events, heads and checkpoints, commit.
+    func append(_ events: [UsageEvent], copy: Bool) async throws {
+        let signer = signer
+        let logger = logger
+        try await client.withTransaction(logger: logger) { conn in
+            let tenants = Array(Set(events.map(\.tenantID))).sorted()
+            try await conn.query("""
+                INSERT INTO ledger_heads (tenant, seq, hash)
+                SELECT t, 0, \(ChainHead.genesis) FROM unnest(\(tenants)::text[]) AS t ORDER BY t
+                ON CONFLICT (tenant) DO NOTHING
+                """, logger: logger)
+            var heads = [String: ChainHead]()
+            let locked = try await conn.query(
+                "SELECT tenant, seq, hash FROM ledger_heads WHERE tenant = ANY(\(tenants)::text[]) ORDER BY tenant FOR UPDATE",
+                logger: logger)
+            for try await (tenant, seq, hash) in locked.decode((String, Int64, Data).self) {
+                heads[tenant] = ChainHead(seq: seq, hash: hash)
+            }
+            // After the lock: a retry recorded meanwhile by another instance is visible now.
+            var recorded = Set<String>()
+            let ids = Array(Set(events.map(\.id)))
+            let existing = try await conn.query("SELECT id FROM usage_events WHERE id = ANY(\(ids)::text[])", logger: logger)
+            for try await id in existing.decode(String.self) { recorded.insert(id) }
+            let chained = try LedgerChain.extend(events.filter { !recorded.contains($0.id) }, after: heads, signer: signer)
+            if chained.rows.isEmpty { return }
+            if copy {
+                try await PostgresLedger.copyEvents(chained.rows, conn, logger: logger)
+            } else {
+                var start = 0
+                while start < chained.rows.count {
+                    let end = min(chained.rows.count, start + PostgresLedger.rowsPerStatement)
+                    try await conn.query(try PostgresLedger.insertEvents(chained.rows[start..<end]), logger: logger)
+                    start = end
+                }
+            }
+            let changed = chained.heads.filter { heads[$0.key] != $0.value }.sorted { $0.key < $1.key }
+            try await conn.query("""
+                UPDATE ledger_heads AS h SET seq = v.seq, hash = decode(v.hex, 'hex')
+                FROM unnest(\(changed.map(\.key))::text[], \(changed.map(\.value.seq))::bigint[],
+                            \(changed.map { PostgresLedger.hex($0.value.hash) })::text[]) AS v(tenant, seq, hex)
+                WHERE h.tenant = v.tenant
+                """, logger: logger)
+            for cp in chained.checkpoints {
+                try await conn.query("""
+                    INSERT INTO checkpoints (tenant, seq, hash, time_ms, key_id, signature)
+                    VALUES (\(cp.tenant), \(cp.seq), \(cp.hash), \(cp.timeMs), \(cp.keyID), \(cp.signature))
+                    ON CONFLICT (tenant, seq) DO UPDATE SET hash = excluded.hash, time_ms = excluded.time_ms,
+                      key_id = excluded.key_id, signature = excluded.signature
+                    """, logger: logger)
+            }
         }
     }
 }

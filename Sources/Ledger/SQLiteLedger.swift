@@ -3,6 +3,7 @@ import CSC
 import Foundation
 import GatewayCore
 import GRDB
+import Synchronization
 
 /// The embedded usage ledger: one SQLite file (WAL, synchronous=FULL), one writer that commits
 /// in batches (group commit), and a hash chain per tenant that makes edits, deletions,
@@ -10,56 +11,31 @@ import GRDB
 ///
 /// `record` returns once the batch holding the event is committed to disk, so the signHash
 /// answer waits for durability while many concurrent requests share one fsync.
-public actor SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
+public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
     let pool: DatabasePool
-    private var heads: [String: ChainHead]
-    private var pending: [(UsageEvent, CheckedContinuation<Void, Error>)] = []
-    private var flushing = false
-    private let checkpoints: CheckpointSigner?
+    private let writer: SQLiteChainWriter
+    private let commits: GroupCommit<UsageEvent>
 
     public init(path: String, checkpoints: CheckpointSigner? = nil) throws {
         var config = Configuration()
         config.prepareDatabase { db in
             // FULL: a commit is on disk before `record` returns, even across a power cut.
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // The id index grows at random places (ids are hashes): keep its pages in memory
+            // instead of re-reading them for every batch (32 MiB per connection, at most).
+            try db.execute(sql: "PRAGMA cache_size = -32768")
         }
         config.busyMode = .timeout(5)
         let pool = try DatabasePool(path: path, configuration: config)
         try LedgerSchema.migrator.migrate(pool)
         self.pool = pool
-        self.heads = try pool.read(ChainHead.loadAll)
-        self.checkpoints = checkpoints
+        let writer = SQLiteChainWriter(pool: pool, heads: try pool.read(ChainHead.loadAll), signer: checkpoints)
+        self.writer = writer
+        self.commits = GroupCommit(closedError: { SQLiteLedgerError.closed }) { events in try await writer.append(events) }
     }
 
     public func record(_ event: UsageEvent) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            pending.append((event, continuation))
-            if !flushing {
-                flushing = true
-                Task { await self.flush() }
-            }
-        }
-    }
-
-    /// Writes everything pending in one transaction, then whatever arrived meanwhile.
-    private func flush() async {
-        while !pending.isEmpty {
-            let batch = pending
-            pending = []
-            let events = batch.map(\.0)
-            let startHeads = heads
-            let signer = checkpoints
-            do {
-                let newHeads = try await pool.write { db in
-                    try LedgerWriter.append(events, heads: startHeads, checkpoints: signer, db: db)
-                }
-                heads = newHeads
-                for (_, c) in batch { c.resume() }
-            } catch {
-                for (_, c) in batch { c.resume(throwing: error) }
-            }
-        }
-        flushing = false
+        try await commits.submit(event)
     }
 
     public func recordedEvent(id: String) async throws -> UsageEvent? {
@@ -69,21 +45,18 @@ public actor SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceSt
     }
 
     /// Appends already-made events in transactions of `chunk`, without the group-commit queue:
-    /// for imports and benchmarks, not for the request path.
+    /// for imports and benchmarks, not for the request path (not concurrently with `record`).
     public func load(_ events: [UsageEvent], chunk: Int = 50_000) async throws {
         var start = 0
         while start < events.count {
-            let slice = Array(events[start..<min(events.count, start + chunk)])
-            let startHeads = heads
-            let signer = checkpoints
-            heads = try await pool.write { db in try LedgerWriter.append(slice, heads: startHeads, checkpoints: signer, db: db) }
+            try await writer.append(Array(events[start..<min(events.count, start + chunk)]))
             start += chunk
         }
     }
 
     /// Evidence is rare (one response per certificate per nextUpdate): written in its own
     /// transaction, outside the group-commit queue, and durable before any event names it.
-    public nonisolated func storeEvidence(_ der: Data) async throws -> String {
+    public func storeEvidence(_ der: Data) async throws -> String {
         let address = EvidenceHex.sha256(der)
         try await pool.write { db in
             try db.execute(sql: "INSERT OR IGNORE INTO ocsp_evidence (address, der, stored_ms) VALUES (?, ?, ?)",
@@ -92,24 +65,51 @@ public actor SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceSt
         return address
     }
 
-    public nonisolated func evidence(address: String) async throws -> Data? {
+    public func evidence(address: String) async throws -> Data? {
         try await pool.read { db in try Data.fetchOne(db, sql: "SELECT der FROM ocsp_evidence WHERE address = ?", arguments: [address]) }
     }
 
-    /// Nothing to let go: every pending record is awaited by its caller, and the file closes
-    /// with the last reference.
-    public func shutdown() async {}
+    /// Lets pending records finish; later ones fail. The file closes with the last reference.
+    public func shutdown() async { await commits.close() }
 
-    public nonisolated func tenants() async throws -> [String] { try await SQLiteLedgerStore.tenants(pool) }
-    public nonisolated func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
+    public func tenants() async throws -> [String] { try await SQLiteLedgerStore.tenants(pool) }
+    public func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
         try await SQLiteLedgerStore.events(pool, tenant: tenant, after: seq, limit: limit)
     }
-    public nonisolated func checkpoints(tenant: String) async throws -> [Checkpoint] {
+    public func checkpoints(tenant: String) async throws -> [Checkpoint] {
         try await SQLiteLedgerStore.checkpoints(pool, tenant: tenant)
     }
-    public nonisolated func reportLines(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws
-        -> [UsageReport.Line] {
-        try await SQLiteLedgerStore.reportLines(pool, tenant: tenant, from: from, to: to, grouping: grouping)
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
+        try await SQLiteLedgerStore.usageCells(pool, tenant: tenant, from: from, to: to, grouping: grouping)
+    }
+    public func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent] {
+        try await SQLiteLedgerStore.usageEvents(pool, query)
+    }
+}
+
+enum SQLiteLedgerError: Error, CustomStringConvertible {
+    case closed
+    var description: String { "the ledger is shut down" }
+}
+
+/// The one writer of a SQLite ledger: the chain heads live here, changed only after the
+/// transaction that extends them has committed. Group commit runs one `append` at a time.
+final class SQLiteChainWriter: Sendable {
+    let pool: DatabasePool
+    let signer: CheckpointSigner?
+    private let heads: Mutex<[String: ChainHead]>
+
+    init(pool: DatabasePool, heads: [String: ChainHead], signer: CheckpointSigner?) {
+        self.pool = pool
+        self.heads = Mutex(heads)
+        self.signer = signer
+    }
+
+    func append(_ events: [UsageEvent]) async throws {
+        let start = heads.withLock { $0 }
+        let signer = signer
+        let next = try await pool.write { db in try LedgerWriter.append(events, heads: start, checkpoints: signer, db: db) }
+        heads.withLock { $0 = next }
     }
 }
 
@@ -128,10 +128,10 @@ public struct SQLiteLedgerStore: LedgerStore {
         try await Self.events(reader, tenant: tenant, after: seq, limit: limit)
     }
     public func checkpoints(tenant: String) async throws -> [Checkpoint] { try await Self.checkpoints(reader, tenant: tenant) }
-    public func reportLines(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws
-        -> [UsageReport.Line] {
-        try await Self.reportLines(reader, tenant: tenant, from: from, to: to, grouping: grouping)
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
+        try await Self.usageCells(reader, tenant: tenant, from: from, to: to, grouping: grouping)
     }
+    public func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent] { try await Self.usageEvents(reader, query) }
 
     static func tenants(_ reader: any DatabaseReader) async throws -> [String] {
         try await reader.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT tenant FROM usage_events ORDER BY tenant") }
@@ -140,9 +140,7 @@ public struct SQLiteLedgerStore: LedgerStore {
     static func events(_ reader: any DatabaseReader, tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
         try await reader.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM usage_events WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?",
-                             arguments: [tenant, seq, limit])
-                .map { StoredEvent(seq: $0["seq"], event: LedgerRow.event($0), timeMs: $0["time_ms"], previousHash: $0["prev_hash"],
-                                   hash: $0["hash"]) }
+                             arguments: [tenant, seq, limit]).map(storedEvent)
         }
     }
 
@@ -157,34 +155,54 @@ public struct SQLiteLedgerStore: LedgerStore {
 
     static func groupingSQL(_ g: UsageReport.Grouping) -> String {
         switch g {
-        case .day: "(time_ms / 86400000)"
+        case .day, .month: "''"
         case .client: "client"
         case .credential: "COALESCE(credential, '-')"
         case .upstream: "COALESCE(upstream, '-')"
         case .outcome: "outcome"
         case .operation: "operation"
+        case .reason: "CASE WHEN outcome = 'ok' THEN '-' ELSE COALESCE(stage, '-') || ': ' || COALESCE(reason, '-') END"
         }
     }
 
-    /// Days are grouped as numbers (cheaper than formatting every row) and named after.
-    static func key(_ row: Row, _ grouping: UsageReport.Grouping) -> String {
-        if grouping == .day { return (row["k"] as Int64?).map(UsageReport.dayKey) ?? "-" }
-        return row["k"] ?? "-"
-    }
-
-    static func reportLines(_ reader: any DatabaseReader, tenant: String, from: Date, to: Date,
-                            grouping: UsageReport.Grouping) async throws -> [UsageReport.Line] {
+    static func usageCells(_ reader: any DatabaseReader, tenant: String, from: Date, to: Date,
+                           grouping: UsageReport.Grouping) async throws -> [UsageCell] {
         try await reader.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT \(groupingSQL(grouping)) AS k, COUNT(*) AS n,
+                SELECT time_ms / 86400000 AS d, \(groupingSQL(grouping)) AS k, COUNT(*) AS n,
                   SUM(outcome = 'ok') AS ok, SUM(outcome = 'denied') AS denied, SUM(outcome = 'failed') AS failed,
                   SUM(CASE WHEN outcome = 'ok' THEN signatures ELSE 0 END) AS billed
                 FROM usage_events WHERE tenant = ? AND time_ms >= ? AND time_ms < ?
-                GROUP BY k ORDER BY k
+                GROUP BY d, k
                 """, arguments: [tenant, LedgerChain.timeMs(from), LedgerChain.timeMs(to)])
-            .map { UsageReport.Line(key: key($0, grouping), operations: $0["n"], ok: $0["ok"], denied: $0["denied"],
-                                    failed: $0["failed"], billedSignatures: $0["billed"]) }
+            .map { UsageCell(day: $0["d"], key: $0["k"] ?? "-", operations: $0["n"], ok: $0["ok"], denied: $0["denied"],
+                             failed: $0["failed"], billedSignatures: $0["billed"]) }
         }
+    }
+
+    static func usageEvents(_ reader: any DatabaseReader, _ q: UsageEventQuery) async throws -> [StoredEvent] {
+        var conditions = [String](), arguments = StatementArguments()
+        if let tenants = q.tenants {
+            if tenants.isEmpty { return [] }
+            conditions.append("tenant IN (" + Array(repeating: "?", count: tenants.count).joined(separator: ", ") + ")")
+            arguments += StatementArguments(tenants)
+        }
+        if let from = q.from { conditions.append("time_ms >= ?"); arguments += [LedgerChain.timeMs(from)] }
+        if let to = q.to { conditions.append("time_ms < ?"); arguments += [LedgerChain.timeMs(to)] }
+        if let outcome = q.outcome { conditions.append("outcome = ?"); arguments += [outcome.rawValue] }
+        if let a = q.after { conditions.append("(time_ms, tenant, seq) > (?, ?, ?)"); arguments += [a.timeMs, a.tenant, a.seq] }
+        let whereSQL = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        arguments += [max(0, q.limit)]
+        let sql = "SELECT * FROM usage_events \(whereSQL) ORDER BY time_ms, tenant, seq LIMIT ?"
+        let bound = arguments
+        return try await reader.read { db in
+            try Row.fetchAll(db, sql: sql, arguments: bound).map(storedEvent)
+        }
+    }
+
+    static func storedEvent(_ row: Row) -> StoredEvent {
+        StoredEvent(seq: row["seq"], event: LedgerRow.event(row), timeMs: row["time_ms"], previousHash: row["prev_hash"],
+                    hash: row["hash"])
     }
 }
 
@@ -202,26 +220,57 @@ extension ChainHead {
 }
 
 enum LedgerWriter {
-    static func append(_ events: [UsageEvent], heads: [String: ChainHead], checkpoints: CheckpointSigner?,
-                       db: Database) throws -> [String: ChainHead] {
-        // A retried request (same deterministic id) is recorded once.
-        let exists = try db.cachedStatement(sql: "SELECT 1 FROM usage_events WHERE id = ?")
-        var fresh = [UsageEvent]()
-        fresh.reserveCapacity(events.count)
-        for e in events where try Bool.fetchOne(exists, arguments: [e.id]) != true { fresh.append(e) }
-        let chained = try LedgerChain.extend(fresh, after: heads, signer: checkpoints)
-        let insert = try db.cachedStatement(sql: """
+    /// Rows per INSERT statement: 20 arguments each, well under SQLite's limit; one prepared
+    /// statement per size, cached, so a batch costs a handful of statement executions.
+    static let rowsPerInsert = 64
+    /// Ids per duplicate lookup.
+    static let idsPerLookup = 500
+
+    static func insertSQL(rows: Int) -> String {
+        let tuple = "(" + Array(repeating: "?", count: 20).joined(separator: ",") + ")"
+        return """
             INSERT INTO usage_events (tenant, seq, id, time_ms, client, credential, upstream, operation, signatures,
               sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        for r in chained.rows {
-            let e = r.event
-            try insert.execute(arguments: [
-                e.tenantID, r.seq, e.id, r.timeMs, e.clientID, e.credentialID, e.upstream, e.operation, e.signatures,
-                e.signAlgorithm, e.hashAlgorithm, e.outcome.rawValue, e.stage, e.reason, e.latencyMicros, e.requestID,
-                e.evidence, e.answer, r.previousHash, r.hash,
-            ])
+            VALUES \(Array(repeating: tuple, count: rows).joined(separator: ","))
+            """
+    }
+
+    static func append(_ events: [UsageEvent], heads: [String: ChainHead], checkpoints: CheckpointSigner?,
+                       db: Database) throws -> [String: ChainHead] {
+        // A retried request (same deterministic id) is recorded once: one lookup per batch slice.
+        var recorded = Set<String>()
+        var i = 0
+        while i < events.count {
+            let slice = events[i..<min(events.count, i + idsPerLookup)]
+            let lookup = try db.cachedStatement(
+                sql: "SELECT id FROM usage_events WHERE id IN (" + Array(repeating: "?", count: slice.count).joined(separator: ",") + ")")
+            for id in try String.fetchAll(lookup, arguments: StatementArguments(slice.map(\.id))) { recorded.insert(id) }
+            i += idsPerLookup
+        }
+        let fresh = recorded.isEmpty ? events : events.filter { !recorded.contains($0.id) }
+        let chained = try LedgerChain.extend(fresh, after: heads, signer: checkpoints)
+        var start = 0
+        var values = [DatabaseValue]()
+        values.reserveCapacity(rowsPerInsert * 20)
+        while start < chained.rows.count {
+            let end = min(chained.rows.count, start + rowsPerInsert)
+            values.removeAll(keepingCapacity: true)
+            for r in chained.rows[start..<end] {
+                let e = r.event
+                values.append(e.tenantID.databaseValue); values.append(r.seq.databaseValue)
+                values.append(e.id.databaseValue); values.append(r.timeMs.databaseValue)
+                values.append(e.clientID.databaseValue); values.append(e.credentialID.databaseValue)
+                values.append(e.upstream.databaseValue); values.append(e.operation.databaseValue)
+                values.append(e.signatures.databaseValue); values.append(e.signAlgorithm.databaseValue)
+                values.append(e.hashAlgorithm.databaseValue); values.append(e.outcome.rawValue.databaseValue)
+                values.append(e.stage.databaseValue); values.append(e.reason.databaseValue)
+                values.append(e.latencyMicros.databaseValue); values.append(e.requestID.databaseValue)
+                values.append(e.evidence.databaseValue); values.append(e.answer.databaseValue)
+                values.append(r.previousHash.databaseValue); values.append(r.hash.databaseValue)
+            }
+            let insert = try db.cachedStatement(sql: insertSQL(rows: end - start))
+            try insert.execute(arguments: StatementArguments(values))
+            start = end
         }
         for cp in chained.checkpoints {
             try db.execute(sql: """

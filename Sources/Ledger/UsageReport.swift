@@ -5,7 +5,9 @@ import GatewayCore
 /// operations only; denied and failed ones are counted but never billed.
 public struct UsageReport: Sendable {
     public enum Grouping: String, Sendable, CaseIterable {
-        case day, client, credential, upstream, outcome, operation
+        case day, month, client, credential, upstream, outcome, operation
+        /// The stage and reason that stopped an operation (`-` for ok ones).
+        case reason
     }
 
     public struct Line: Sendable, Equatable {
@@ -22,6 +24,13 @@ public struct UsageReport: Sendable {
     public var to: Date
     public var grouping: Grouping
     public var lines: [Line]
+    /// Billed signatures per UTC day (days since 1970) in the period: what invoices are made of.
+    public var billedByDay: [Int64: Int] = [:]
+
+    public init(tenant: String, from: Date, to: Date, grouping: Grouping, lines: [Line], billedByDay: [Int64: Int] = [:]) {
+        self.tenant = tenant; self.from = from; self.to = to; self.grouping = grouping; self.lines = lines
+        self.billedByDay = billedByDay
+    }
 
     public var total: Line {
         lines.reduce(Line(key: "total", operations: 0, ok: 0, denied: 0, failed: 0, billedSignatures: 0)) {
@@ -33,8 +42,27 @@ public struct UsageReport: Sendable {
     /// [from, to): `to` is excluded, so consecutive periods never count an event twice.
     public static func make(_ store: any LedgerStore, tenant: String, from: Date, to: Date, grouping: Grouping) async throws
         -> UsageReport {
-        let lines = try await store.reportLines(tenant: tenant, from: from, to: to, grouping: grouping)
-        return UsageReport(tenant: tenant, from: from, to: to, grouping: grouping, lines: lines)
+        let cells = try await store.usageCells(tenant: tenant, from: from, to: to, grouping: grouping)
+        return UsageReport(tenant: tenant, from: from, to: to, grouping: grouping, cells: cells)
+    }
+
+    /// Sums cells into lines, sorted byte-wise by key (the same on every backend and collation).
+    public init(tenant: String, from: Date, to: Date, grouping: Grouping, cells: [UsageCell]) {
+        var byKey = [String: Line](), byDay = [Int64: Int]()
+        for c in cells {
+            let key = switch grouping {
+            case .day: Self.dayKey(c.day)
+            case .month: String(Self.dayKey(c.day).prefix(7))
+            default: c.key
+            }
+            var l = byKey[key] ?? Line(key: key, operations: 0, ok: 0, denied: 0, failed: 0, billedSignatures: 0)
+            l.operations += c.operations; l.ok += c.ok; l.denied += c.denied; l.failed += c.failed
+            l.billedSignatures += c.billedSignatures
+            byKey[key] = l
+            byDay[c.day, default: 0] += c.billedSignatures
+        }
+        let lines = byKey.values.sorted { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }
+        self.init(tenant: tenant, from: from, to: to, grouping: grouping, lines: lines, billedByDay: byDay)
     }
 
     /// A SQLite ledger file, opened read-only.
@@ -85,5 +113,27 @@ public struct UsageReport: Sendable {
             "lines": lines.map(line), "total": line(total),
         ]
         return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data()
+    }
+}
+
+extension UsageReport {
+    /// `YYYY-MM-DD` (midnight UTC) or an ISO 8601 time with zone; nil for anything else, so
+    /// the CLI and the APIs refuse the same inputs.
+    public static func parseDate(_ s: String) -> Date? {
+        guard s.count <= 40 else { return nil }
+        if let d = ISO8601DateFormatter().date(from: s) { return d }
+        let withFraction = ISO8601DateFormatter()
+        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = withFraction.date(from: s) { return d }
+        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
+              let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]), (1...12).contains(m), (1...31).contains(d)
+        else { return nil }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC") ?? calendar.timeZone
+        let date = calendar.date(from: DateComponents(year: y, month: m, day: d))
+        // Refuse 2026-02-30 rather than roll it over into March.
+        guard let date, calendar.component(.day, from: date) == d else { return nil }
+        return date
     }
 }

@@ -85,7 +85,8 @@ struct Serve: AsyncParsableCommand {
         }
         defer { for h in hsms { h.shutdown() } }
         let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
-        let ledger = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
+        let opened = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
+        let ledger = opened?.ledger
         if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
         let revocation = try SignerCertificateChecking(loaded, evidence: ledger as? any EvidenceStore)
         let counters = try await openCounters(loaded, ledger: ledger, logger: logger)
@@ -106,7 +107,10 @@ struct Serve: AsyncParsableCommand {
             "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(backends.count),
             "policies": .stringConvertible(loaded.policies.count), "counters": .string(counters.postgres == nil ? "memory" : "postgres"),
         ])
-        let app = GatewayApplication.make(gateway: gateway, admin: admin, logger: logger)
+        // Usage for operators (/admin/v1/usage, usage/export, reports) and for tenants' clients
+        // (/tenant/v1/…), read from the ledger this gateway writes.
+        let usage = opened.map { UsageAPI(store: $0.ledger, gateway: gateway, publicKey: $0.signer.publicKey) }
+        let app = GatewayApplication.make(gateway: gateway, admin: admin, usage: usage, logger: logger)
         do {
             try await app.runService()
         } catch {
@@ -148,8 +152,8 @@ struct Serve: AsyncParsableCommand {
         for t in loaded.tenants where t.plan?.monthlyQuota != nil {
             guard let ledger else { break }
             do {
-                let lines = try await ledger.reportLines(tenant: t.id, from: Date(timeIntervalSince1970: month.start),
-                                                         to: Date(timeIntervalSince1970: month.end), grouping: .outcome)
+                let lines = try await ledger.usageCells(tenant: t.id, from: Date(timeIntervalSince1970: month.start),
+                                                        to: Date(timeIntervalSince1970: month.end), grouping: .outcome)
                 let billed = lines.reduce(0) { $0 + $1.billedSignatures }
                 try await store.seed(key: Limits.quotaKey(tenant: t.id, month: month.key), used: billed)
             } catch {
