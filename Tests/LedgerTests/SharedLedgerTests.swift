@@ -76,7 +76,9 @@ struct SharedLedgerTests {
         await #expect(throws: PostgresLedgerError.self) {
             _ = try await PostgresLedger(settings: settings, checkpoints: nil, connectTimeout: .seconds(2))
         }
-        #expect(ContinuousClock.now - started < .seconds(10))
+        // Bounded, not instant: the pool's connection attempts share two cores with the rest
+        // of the parallel suite (13 s was seen under load average 12); a hang would be minutes.
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 }
 
