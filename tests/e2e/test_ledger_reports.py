@@ -89,11 +89,13 @@ credentials:
                         sent[t]['billed'] += len(r.json()['signatures'])
                 return r
 
-            sad = call('credentials/authorize', {'credentialID': 'ec', 'numSignatures': 40}).json()['SAD']
             for i in range(rng.randint(3, 6)):
                 rid = f'{t}-{i}-{pysecrets.token_hex(3)}'
                 hashes = [base64.b64encode(hashlib.sha256(f'{rid}{k}'.encode()).digest()).decode()
                           for k in range(rng.randint(1, 3))]
+                auth = call('credentials/authorize', {'credentialID': 'ec', 'numSignatures': len(hashes)})
+                assert auth.status_code == 200, auth.text
+                sad = auth.json()['SAD']
                 body = {'credentialID': 'ec', 'SAD': sad, 'hash': hashes, 'signAlgo': EC}
                 first = call('signatures/signHash', body, rid)
                 assert first.status_code == 200, first.text
@@ -135,7 +137,6 @@ credentials:
         assert Decimal(this_month['total_exact']) == exact
         assert Decimal(this_month['total']) == exact.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)
         assert report['invoice'] is None  # r1 has no plan
-        assert 'c' not in json.dumps(report['subtenants'])
 
         # CSV: the same numbers.
         text = run('report', '--config', cfg, '--tenant', 'a', '--from', start, '--to', end, '--group-by', 'outcome',
