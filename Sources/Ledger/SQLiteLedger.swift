@@ -65,8 +65,9 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle {
     public func checkpoints(tenant: String) async throws -> [Checkpoint] {
         try await SQLiteLedgerStore.checkpoints(pool, tenant: tenant)
     }
-    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
-        try await SQLiteLedgerStore.usageCells(pool, tenant: tenant, from: from, to: to, grouping: grouping)
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping, byDay: Bool) async throws
+        -> [UsageCell] {
+        try await SQLiteLedgerStore.usageCells(pool, tenant: tenant, from: from, to: to, grouping: grouping, byDay: byDay)
     }
     public func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent] {
         try await SQLiteLedgerStore.usageEvents(pool, query)
@@ -114,8 +115,9 @@ public struct SQLiteLedgerStore: LedgerStore {
         try await Self.events(reader, tenant: tenant, after: seq, limit: limit)
     }
     public func checkpoints(tenant: String) async throws -> [Checkpoint] { try await Self.checkpoints(reader, tenant: tenant) }
-    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
-        try await Self.usageCells(reader, tenant: tenant, from: from, to: to, grouping: grouping)
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping, byDay: Bool) async throws
+        -> [UsageCell] {
+        try await Self.usageCells(reader, tenant: tenant, from: from, to: to, grouping: grouping, byDay: byDay)
     }
     public func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent] { try await Self.usageEvents(reader, query) }
 
@@ -152,14 +154,16 @@ public struct SQLiteLedgerStore: LedgerStore {
     }
 
     static func usageCells(_ reader: any DatabaseReader, tenant: String, from: Date, to: Date,
-                           grouping: UsageReport.Grouping) async throws -> [UsageCell] {
-        try await reader.read { db in
+                           grouping: UsageReport.Grouping, byDay: Bool) async throws -> [UsageCell] {
+        let days = byDay || grouping == .day || grouping == .month
+        let day = days ? "time_ms / 86400000" : String(UsageReport.day(of: from))
+        return try await reader.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT time_ms / 86400000 AS d, \(groupingSQL(grouping)) AS k, COUNT(*) AS n,
+                SELECT \(day) AS d, \(groupingSQL(grouping)) AS k, COUNT(*) AS n,
                   SUM(outcome = 'ok') AS ok, SUM(outcome = 'denied') AS denied, SUM(outcome = 'failed') AS failed,
                   SUM(CASE WHEN outcome = 'ok' THEN signatures ELSE 0 END) AS billed
                 FROM usage_events WHERE tenant = ? AND time_ms >= ? AND time_ms < ?
-                GROUP BY d, k
+                GROUP BY \(days ? "d, k" : "k")
                 """, arguments: [tenant, LedgerChain.timeMs(from), LedgerChain.timeMs(to)])
             .map { UsageCell(day: $0["d"], key: $0["k"] ?? "-", operations: $0["n"], ok: $0["ok"], denied: $0["denied"],
                              failed: $0["failed"], billedSignatures: $0["billed"]) }
