@@ -90,14 +90,16 @@ public enum CompliancePage {
         h += "<h3>By \(escape(statement.grouping.rawValue))</h3>\n" + linesTable(s.report, keyName: statement.grouping.rawValue)
 
         // Signatures over time by upstream.
-        let byUpstream = try await store.usageCells(tenant: tenant, from: statement.from, to: statement.to, grouping: .upstream)
+        let byUpstream = try await store.usageCells(tenant: tenant, from: statement.from, to: statement.to, grouping: .upstream,
+                                                  byDay: true)
         h += "<h3>Billed signatures per day, by upstream</h3>\n" + chart(byUpstream, from: statement.from, to: statement.to)
         let upstreamReport = UsageReport(tenant: tenant, from: statement.from, to: statement.to, grouping: .upstream,
                                          cells: byUpstream)
         h += linesTable(upstreamReport, keyName: "upstream")
 
         // Denials and failures by reason.
-        let byReason = try await store.usageCells(tenant: tenant, from: statement.from, to: statement.to, grouping: .reason)
+        let byReason = try await store.usageCells(tenant: tenant, from: statement.from, to: statement.to, grouping: .reason,
+                                                byDay: false)
         var reasons = UsageReport(tenant: tenant, from: statement.from, to: statement.to, grouping: .reason, cells: byReason)
         reasons.lines = reasons.lines.filter { $0.denied + $0.failed > 0 }
             .sorted { ($0.denied + $0.failed, $1.key) > ($1.denied + $1.failed, $0.key) }

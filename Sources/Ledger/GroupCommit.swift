@@ -51,7 +51,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
             }
             if batch.isEmpty { return }
             do {
-                try await write(batch.map(\.0))
+                try await write(batch.map { $0.0 })
                 for (_, c) in batch { c.resume() }
             } catch {
                 for (_, c) in batch { c.resume(throwing: error) }

@@ -10,10 +10,12 @@ public protocol LedgerStore: Sendable {
     func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent]
     /// The tenant's stored checkpoints, in seq order.
     func checkpoints(tenant: String) async throws -> [Checkpoint]
-    /// Counts of `tenant`'s events with `from <= time < to`, one cell per UTC day and key of
-    /// `grouping` (the key is empty for `day` and `month`). Reports, invoices and the chart are
-    /// sums of these, so one scan serves them all.
-    func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell]
+    /// Counts of `tenant`'s events with `from <= time < to`, one cell per key of `grouping`
+    /// (empty for `day` and `month`) and, when `byDay` (always for `day` and `month`), per UTC
+    /// day; otherwise every cell's day is the day of `from`. Reports, invoices and the chart
+    /// are sums of these. Days cost a bigger sort, so they are asked for only when needed.
+    func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping, byDay: Bool) async throws
+        -> [UsageCell]
     /// Events matching `query`, ordered by (time, tenant, seq), at most `query.limit`.
     func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent]
 }

@@ -219,7 +219,10 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
         return out
     }
 
-    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping, byDay: Bool) async throws
+        -> [UsageCell] {
+        let days = byDay || grouping == .day || grouping == .month
+        let day = days ? "time_ms / 86400000" : "\(UsageReport.day(of: from))::bigint"
         let key = switch grouping {
         case .day, .month: "''"
         case .client: "client"
@@ -232,11 +235,11 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
         var binds = PostgresBindings()
         binds.append(tenant); binds.append(LedgerChain.timeMs(from)); binds.append(LedgerChain.timeMs(to))
         let rows = try await client.query(PostgresQuery(unsafeSQL: """
-            SELECT time_ms / 86400000 AS d, \(key) AS k, COUNT(*), COUNT(*) FILTER (WHERE outcome = 'ok'),
+            SELECT \(day) AS d, \(key) AS k, COUNT(*), COUNT(*) FILTER (WHERE outcome = 'ok'),
               COUNT(*) FILTER (WHERE outcome = 'denied'), COUNT(*) FILTER (WHERE outcome = 'failed'),
               COALESCE(SUM(signatures) FILTER (WHERE outcome = 'ok'), 0)
             FROM usage_events WHERE tenant = $1 AND time_ms >= $2 AND time_ms < $3
-            GROUP BY 1, 2
+            GROUP BY \(days ? "1, 2" : "2")
             """, binds: binds))
         var cells = [UsageCell]()
         for try await (d, k, n, ok, denied, failed, billed) in rows.decode((Int64, String?, Int, Int, Int, Int, Int).self) {

@@ -3,6 +3,7 @@ import CSC
 import Foundation
 import GatewayCore
 import GRDB
+import GRDBSQLite
 import Synchronization
 
 /// The embedded usage ledger: one SQLite file (WAL, synchronous=FULL), one writer that commits
@@ -79,8 +80,9 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
     public func checkpoints(tenant: String) async throws -> [Checkpoint] {
         try await SQLiteLedgerStore.checkpoints(pool, tenant: tenant)
     }
-    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
-        try await SQLiteLedgerStore.usageCells(pool, tenant: tenant, from: from, to: to, grouping: grouping)
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping, byDay: Bool) async throws
+        -> [UsageCell] {
+        try await SQLiteLedgerStore.usageCells(pool, tenant: tenant, from: from, to: to, grouping: grouping, byDay: byDay)
     }
     public func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent] {
         try await SQLiteLedgerStore.usageEvents(pool, query)
@@ -128,8 +130,9 @@ public struct SQLiteLedgerStore: LedgerStore {
         try await Self.events(reader, tenant: tenant, after: seq, limit: limit)
     }
     public func checkpoints(tenant: String) async throws -> [Checkpoint] { try await Self.checkpoints(reader, tenant: tenant) }
-    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping) async throws -> [UsageCell] {
-        try await Self.usageCells(reader, tenant: tenant, from: from, to: to, grouping: grouping)
+    public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping, byDay: Bool) async throws
+        -> [UsageCell] {
+        try await Self.usageCells(reader, tenant: tenant, from: from, to: to, grouping: grouping, byDay: byDay)
     }
     public func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent] { try await Self.usageEvents(reader, query) }
 
@@ -166,14 +169,16 @@ public struct SQLiteLedgerStore: LedgerStore {
     }
 
     static func usageCells(_ reader: any DatabaseReader, tenant: String, from: Date, to: Date,
-                           grouping: UsageReport.Grouping) async throws -> [UsageCell] {
-        try await reader.read { db in
+                           grouping: UsageReport.Grouping, byDay: Bool) async throws -> [UsageCell] {
+        let days = byDay || grouping == .day || grouping == .month
+        let day = days ? "time_ms / 86400000" : String(UsageReport.day(of: from))
+        return try await reader.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT time_ms / 86400000 AS d, \(groupingSQL(grouping)) AS k, COUNT(*) AS n,
+                SELECT \(day) AS d, \(groupingSQL(grouping)) AS k, COUNT(*) AS n,
                   SUM(outcome = 'ok') AS ok, SUM(outcome = 'denied') AS denied, SUM(outcome = 'failed') AS failed,
                   SUM(CASE WHEN outcome = 'ok' THEN signatures ELSE 0 END) AS billed
                 FROM usage_events WHERE tenant = ? AND time_ms >= ? AND time_ms < ?
-                GROUP BY d, k
+                GROUP BY \(days ? "d, k" : "k")
                 """, arguments: [tenant, LedgerChain.timeMs(from), LedgerChain.timeMs(to)])
             .map { UsageCell(day: $0["d"], key: $0["k"] ?? "-", operations: $0["n"], ok: $0["ok"], denied: $0["denied"],
                              failed: $0["failed"], billedSignatures: $0["billed"]) }
@@ -244,32 +249,16 @@ enum LedgerWriter {
             let slice = events[i..<min(events.count, i + idsPerLookup)]
             let lookup = try db.cachedStatement(
                 sql: "SELECT id FROM usage_events WHERE id IN (" + Array(repeating: "?", count: slice.count).joined(separator: ",") + ")")
-            for id in try String.fetchAll(lookup, arguments: StatementArguments(slice.map(\.id))) { recorded.insert(id) }
+            for id in try String.fetchAll(lookup, arguments: StatementArguments(slice.map { $0.id })) { recorded.insert(id) }
             i += idsPerLookup
         }
         let fresh = recorded.isEmpty ? events : events.filter { !recorded.contains($0.id) }
         let chained = try LedgerChain.extend(fresh, after: heads, signer: checkpoints)
         var start = 0
-        var values = [DatabaseValue]()
-        values.reserveCapacity(rowsPerInsert * 20)
         while start < chained.rows.count {
             let end = min(chained.rows.count, start + rowsPerInsert)
-            values.removeAll(keepingCapacity: true)
-            for r in chained.rows[start..<end] {
-                let e = r.event
-                values.append(e.tenantID.databaseValue); values.append(r.seq.databaseValue)
-                values.append(e.id.databaseValue); values.append(r.timeMs.databaseValue)
-                values.append(e.clientID.databaseValue); values.append(e.credentialID.databaseValue)
-                values.append(e.upstream.databaseValue); values.append(e.operation.databaseValue)
-                values.append(e.signatures.databaseValue); values.append(e.signAlgorithm.databaseValue)
-                values.append(e.hashAlgorithm.databaseValue); values.append(e.outcome.rawValue.databaseValue)
-                values.append(e.stage.databaseValue); values.append(e.reason.databaseValue)
-                values.append(e.latencyMicros.databaseValue); values.append(e.requestID.databaseValue)
-                values.append(e.evidence.databaseValue); values.append(e.answer.databaseValue)
-                values.append(r.previousHash.databaseValue); values.append(r.hash.databaseValue)
-            }
             let insert = try db.cachedStatement(sql: insertSQL(rows: end - start))
-            try insert.execute(arguments: StatementArguments(values))
+            try bindAndStep(insert, chained.rows[start..<end], db)
             start = end
         }
         for cp in chained.checkpoints {
@@ -279,6 +268,52 @@ enum LedgerWriter {
         }
         return chained.heads
     }
+}
+
+extension LedgerWriter {
+    /// Binds a multi-row insert straight through the SQLite C API: GRDB's argument arrays
+    /// (an existential and a conversion per value) cost more than the insert itself.
+    static func bindAndStep(_ statement: Statement, _ rows: ArraySlice<StoredEvent>, _ db: Database) throws {
+        let stmt = statement.sqliteStatement
+        sqlite3_reset(stmt)
+        var index: Int32 = 1
+        func text(_ s: String?) {
+            if let s { sqlite3_bind_text(stmt, index, s, -1, sqliteTransient) } else { sqlite3_bind_null(stmt, index) }
+            index += 1
+        }
+        func int(_ v: Int64) {
+            sqlite3_bind_int64(stmt, index, v)
+            index += 1
+        }
+        func blob(_ d: Data?) {
+            if let d {
+                if d.isEmpty {
+                    sqlite3_bind_zeroblob(stmt, index, 0)
+                } else {
+                    d.withUnsafeBytes { _ = sqlite3_bind_blob(stmt, index, $0.baseAddress, Int32($0.count), sqliteTransient) }
+                }
+            } else {
+                sqlite3_bind_null(stmt, index)
+            }
+            index += 1
+        }
+        for r in rows {
+            let e = r.event
+            text(e.tenantID); int(r.seq); text(e.id); int(r.timeMs); text(e.clientID); text(e.credentialID); text(e.upstream)
+            text(e.operation); int(Int64(e.signatures)); text(e.signAlgorithm); text(e.hashAlgorithm); text(e.outcome.rawValue)
+            text(e.stage); text(e.reason); int(Int64(e.latencyMicros)); text(e.requestID); text(e.evidence); blob(e.answer)
+            blob(r.previousHash); blob(r.hash)
+        }
+        let rc = sqlite3_step(stmt)
+        sqlite3_reset(stmt)
+        sqlite3_clear_bindings(stmt)
+        guard rc == SQLITE_DONE else {
+            let message = db.sqliteConnection.map { String(cString: sqlite3_errmsg($0)) } ?? "insert failed"
+            throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: message)
+        }
+    }
+
+    static let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 }
 
 enum LedgerRow {

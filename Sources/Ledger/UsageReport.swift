@@ -24,10 +24,10 @@ public struct UsageReport: Sendable {
     public var to: Date
     public var grouping: Grouping
     public var lines: [Line]
-    /// Billed signatures per UTC day (days since 1970) in the period: what invoices are made of.
-    public var billedByDay: [Int64: Int] = [:]
+    /// Billed signatures per UTC day (days since 1970) in the period, when asked for (`byDay`).
+    public var billedByDay: [Int64: Int]?
 
-    public init(tenant: String, from: Date, to: Date, grouping: Grouping, lines: [Line], billedByDay: [Int64: Int] = [:]) {
+    public init(tenant: String, from: Date, to: Date, grouping: Grouping, lines: [Line], billedByDay: [Int64: Int]? = nil) {
         self.tenant = tenant; self.from = from; self.to = to; self.grouping = grouping; self.lines = lines
         self.billedByDay = billedByDay
     }
@@ -40,11 +40,16 @@ public struct UsageReport: Sendable {
     }
 
     /// [from, to): `to` is excluded, so consecutive periods never count an event twice.
-    public static func make(_ store: any LedgerStore, tenant: String, from: Date, to: Date, grouping: Grouping) async throws
-        -> UsageReport {
-        let cells = try await store.usageCells(tenant: tenant, from: from, to: to, grouping: grouping)
-        return UsageReport(tenant: tenant, from: from, to: to, grouping: grouping, cells: cells)
+    public static func make(_ store: any LedgerStore, tenant: String, from: Date, to: Date, grouping: Grouping,
+                            byDay: Bool = false) async throws -> UsageReport {
+        let cells = try await store.usageCells(tenant: tenant, from: from, to: to, grouping: grouping, byDay: byDay)
+        var report = UsageReport(tenant: tenant, from: from, to: to, grouping: grouping, cells: cells)
+        if !(byDay || grouping == .day || grouping == .month) { report.billedByDay = nil }
+        return report
     }
+
+    /// Days since 1970-01-01 (UTC) of `date`.
+    static func day(of date: Date) -> Int64 { Int64((date.timeIntervalSince1970 / 86400).rounded(.down)) }
 
     /// Sums cells into lines, sorted byte-wise by key (the same on every backend and collation).
     public init(tenant: String, from: Date, to: Date, grouping: Grouping, cells: [UsageCell]) {

@@ -24,16 +24,21 @@ public struct UsageStatement: Sendable {
     public static func make(_ store: any LedgerStore, tenants: [String], plans: [String: TenantPlan], from: Date, to: Date,
                             grouping: UsageReport.Grouping) async throws -> UsageStatement {
         var sections = [Section]()
+        let months = CalendarMonth.covering(from: from, to: to)
         for tenant in tenants {
-            let report = try await UsageReport.make(store, tenant: tenant, from: from, to: to, grouping: grouping)
+            // Within one month the report's total is the month's share; days are needed only
+            // to split a period that spans months.
+            let report = try await UsageReport.make(store, tenant: tenant, from: from, to: to, grouping: grouping,
+                                                    byDay: plans[tenant] != nil && months.count > 1)
             var invoices = [MonthlyInvoice]()
             if let plan = plans[tenant] {
-                for month in CalendarMonth.covering(from: from, to: to) {
-                    let firstDay = Int64((month.start.timeIntervalSince1970 / 86400).rounded(.down))
-                    let endDay = Int64((month.end.timeIntervalSince1970 / 86400).rounded(.down))
-                    var billed = report.billedByDay.filter { $0.key >= firstDay && $0.key < endDay }.values.reduce(0, +)
+                for month in months {
+                    let firstDay = UsageReport.day(of: month.start), endDay = UsageReport.day(of: month.end)
+                    var billed = report.billedByDay.map { days in
+                        days.filter { $0.key >= firstDay && $0.key < endDay }.values.reduce(0, +)
+                    } ?? report.total.billedSignatures
                     for (a, b) in [(month.start, min(from, month.end)), (max(to, month.start), month.end)] where a < b {
-                        billed += try await store.usageCells(tenant: tenant, from: a, to: b, grouping: .day)
+                        billed += try await store.usageCells(tenant: tenant, from: a, to: b, grouping: .outcome, byDay: false)
                             .reduce(0) { $0 + $1.billedSignatures }
                     }
                     invoices.append(.price(tenant: tenant, month: month.name, billedSignatures: billed, plan: plan))
