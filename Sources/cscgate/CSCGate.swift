@@ -153,7 +153,7 @@ struct Serve: AsyncParsableCommand {
             guard let ledger else { break }
             do {
                 let lines = try await ledger.usageCells(tenant: t.id, from: Date(timeIntervalSince1970: month.start),
-                                                        to: Date(timeIntervalSince1970: month.end), grouping: .outcome)
+                                                        to: Date(timeIntervalSince1970: month.end), grouping: .outcome, byDay: false)
                 let billed = lines.reduce(0) { $0 + $1.billedSignatures }
                 try await store.seed(key: Limits.quotaKey(tenant: t.id, month: month.key), used: billed)
             } catch {
