@@ -119,8 +119,7 @@ def main():
             for r in range(args.rounds):
                 for conc in (1, 8):
                     for side in ("off", "on"):
-                        signhash.GATEWAY_PORT = PORTS[side]
-                        bodies = signhash.gateway_bodies(count, tokens[side], per_sad[side])
+                        bodies = signhash.gateway_bodies(count, tokens[side], per_sad[side], PORTS[side])
                         res = signhash.run_wrk(PORTS[side], bodies, tokens[side], conc, args.seconds, workdir)
                         if res["errors"]:
                             raise SystemExit(f"{side} c{conc}: {res['errors']} non-2xx answers")
