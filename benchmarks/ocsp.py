@@ -118,7 +118,8 @@ def main():
             results = {(side, c): [] for side in ("off", "on") for c in (1, 8)}
             for r in range(args.rounds):
                 for conc in (1, 8):
-                    for side in ("off", "on"):
+                    # ABBA order: whichever side runs second in a pair gets no systematic edge.
+                    for side in (("off", "on") if r % 2 == 0 else ("on", "off")):
                         bodies = signhash.gateway_bodies(count, tokens[side], per_sad[side], PORTS[side])
                         res = signhash.run_wrk(PORTS[side], bodies, tokens[side], conc, args.seconds, workdir)
                         if res["errors"]:

@@ -136,7 +136,8 @@ def main():
             results = {(n, c): [] for n in PORTS for c in (1, 8)}
             for r in range(args.rounds):
                 for conc in (1, 8):
-                    for name in ("off", "on"):
+                    # ABBA order: whichever side runs second in a pair gets no systematic edge.
+                    for name in (("off", "on") if r % 2 == 0 else ("on", "off")):
                         res = run_wrk(PORTS[name], bodies(PORTS[name], count, tokens[name], per_sad), tokens[name], conc,
                                       args.seconds, Path(tmp))
                         if res["errors"]:

@@ -175,7 +175,8 @@ def main():
             results = {(side, c): [] for side in sides for c in concs}
             for r in range(args.rounds):
                 for conc in concs:
-                    for side in sides:
+                    # Rotate the order each round: no side always follows the same one.
+                    for side in sides[r % len(sides):] + sides[:r % len(sides)]:
                         token = tokens.get(side, "")
                         bodies = direct_bodies(count) if side == "direct" else gateway_bodies(count, token, per_sad, ports[side])
                         res = run_wrk(ports[side], bodies, token, conc, args.seconds, workdir)
