@@ -80,6 +80,18 @@ public final class PostgresCounterStore: CounterStore {
             "INSERT INTO limit_counters (key, value) VALUES (\(key), \(Double(used))) ON CONFLICT (key) DO NOTHING", logger: logger)
     }
 
+    public func acquire(_ caps: [PermitCap], holder: String, lease: Double) async throws -> Int? {
+        let keys = caps.map(\.key), limits = caps.map(\.cap)
+        let rows = try await client.query(
+            "SELECT cscgate_acquire(\(keys), \(limits), \(holder), \(lease))", logger: logger)
+        for try await full in rows.decode(Int.self) { return full == 0 ? nil : full - 1 }
+        throw CounterStoreUnavailable(reason: "the store gave no answer to a permit request")
+    }
+
+    public func release(_ keys: [String], holder: String) async throws {
+        try await client.query("DELETE FROM limit_permits WHERE key = ANY(\(keys)) AND holder = \(holder)", logger: logger)
+    }
+
     public func shutdown() async {
         runner.cancel()
         await runner.value
@@ -120,6 +132,34 @@ public final class PostgresCounterStore: CounterStore {
         $fn$
         """
 
+    /// Permits are rows, one per operation in flight under a cap; an advisory lock per key (taken
+    /// in key order) makes count-then-insert exact across instances. Rows past their lease are
+    /// dropped before counting: a crashed instance's permits lapse instead of blocking forever.
+    /// Returns 0 when every permit was taken, else the 1-based index of the first full cap.
+    static let acquireSQL = """
+        CREATE OR REPLACE FUNCTION cscgate_acquire(p_keys text[], p_caps bigint[], p_holder text, p_lease float8)
+        RETURNS int LANGUAGE plpgsql AS $fn$
+        DECLARE
+          t float8 := extract(epoch from clock_timestamp());
+          k text;
+          held int;
+        BEGIN
+          FOR k IN SELECT DISTINCT x FROM unnest(p_keys) AS x ORDER BY x LOOP
+            PERFORM pg_advisory_xact_lock(hashtextextended('cscgate-permit:' || k, 0));
+          END LOOP;
+          DELETE FROM limit_permits WHERE key = ANY(p_keys) AND expires < t;
+          FOR i IN 1..coalesce(array_length(p_keys, 1), 0) LOOP
+            SELECT count(*) INTO held FROM limit_permits WHERE key = p_keys[i];
+            IF held >= p_caps[i] THEN RETURN i; END IF;
+          END LOOP;
+          INSERT INTO limit_permits (key, holder, expires)
+            SELECT DISTINCT x, p_holder, t + p_lease FROM unnest(p_keys) AS x
+            ON CONFLICT (key, holder) DO NOTHING;
+          RETURN 0;
+        END
+        $fn$
+        """
+
     static func install(_ client: PostgresClient, schema: String, logger: Logger) async throws {
         try await client.withTransaction(logger: logger) { conn in
             try await conn.query("SELECT pg_advisory_xact_lock(hashtext(\("cscgate-counters:" + schema)))", logger: logger)
@@ -127,7 +167,11 @@ public final class PostgresCounterStore: CounterStore {
             try await conn.query(
                 "CREATE TABLE IF NOT EXISTS limit_counters (key TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL)",
                 logger: logger)
+            try await conn.query(
+                "CREATE TABLE IF NOT EXISTS limit_permits (key TEXT NOT NULL, holder TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (key, holder))",
+                logger: logger)
             try await conn.query(PostgresQuery(unsafeSQL: functionSQL), logger: logger)
+            try await conn.query(PostgresQuery(unsafeSQL: acquireSQL), logger: logger)
         }
     }
 }

@@ -90,7 +90,8 @@ struct Serve: AsyncParsableCommand {
         if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
         let revocation = try SignerCertificateChecking(loaded, evidence: ledger as? any EvidenceStore)
         let counters = try await openCounters(loaded, ledger: ledger, logger: logger)
-        let limits = Limits(store: counters.store, timeout: loaded.gateway.counters.timeout)
+        let limits = Limits(store: counters.store, timeout: loaded.gateway.counters.timeout,
+                            permitLease: loaded.gateway.counters.permitLease)
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
                               ledger: ledger, limits: limits, revocation: revocation?.checker)
         // tenants/ and policies/ change without a restart: SIGHUP, a file watch, POST /admin/v1/reload.

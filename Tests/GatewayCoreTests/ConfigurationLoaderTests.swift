@@ -157,6 +157,16 @@ struct ConfigurationLoaderTests {
                                line: line(of: "backlog", in: folder.gateway))
     }
 
+    @Test("a shared permit lease not longer than the slowest upstream timeout is refused, with its line")
+    func permitLeaseAgainstUpstreamTimeout() throws {
+        var folder = try ConfigFolder()
+        folder.gateway += "\ncounters:\n  url: postgres://gw@db.internal/cscgate\n  permitLease: 5\n"
+        try folder.expectIssue("'counters.permitLease' (5.0 s) must be longer than the slowest upstream timeout",
+                               file: folder.gatewayFile, line: line(of: "permitLease", in: folder.gateway))
+        folder.gateway = replacing(folder.gateway, "permitLease: 5", with: "permitLease: 600")
+        #expect(try folder.load().gateway.counters.permitLease == 600)
+    }
+
     @Test("an unknown key in a tenant file names that file and line")
     func unknownTenantKey() throws {
         var folder = try ConfigFolder()

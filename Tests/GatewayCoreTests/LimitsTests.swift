@@ -32,6 +32,11 @@ final class BrokenStore: CounterStore {
     }
     func refund(_ charges: [CounterCharge]) async throws {}
     func seed(key: String, used: Int) async throws {}
+    func acquire(_ caps: [PermitCap], holder: String, lease: Double) async throws -> Int? {
+        if mode == .hanging { try await Task.sleep(for: .seconds(300)) }
+        throw CounterStoreUnavailable(reason: "connection refused")
+    }
+    func release(_ keys: [String], holder: String) async throws {}
 }
 
 @Suite("Limits")

@@ -2,6 +2,9 @@
 
 * Two gateway instances on one counter store: N concurrent signHash requests spread over both
   against a rate limit of K (and a quota of Q) succeed exactly K (Q) times in total.
+* A concurrency cap per upstream holds across both instances: with the upstream slowed down
+  (a fault proxy in front of the real dummy), N simultaneous signHash requests over both
+  instances get exactly `cap` through; the permits come back when those calls end.
 * The counter store stops answering (a TCP proxy in front of PostgreSQL freezes): requests
   answer within the configured timeout — 503 for a fail-closed tenant, 200 for a fail-open
   one — and the admin API counts both; when it answers again, limits apply again.
@@ -20,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from fault_proxy import FaultProxy
 from policy_support import PG_URL, Client, FreezingProxy, admin, free_port, gateway_config, launch, tenant_file
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason='CSCGATE_TEST_POSTGRES_URL is unset (make test sets it)')
@@ -79,6 +83,51 @@ def test_two_instances_share_exact_limits_and_quotas(peers, tmp_path):
     finally:
         for g in gateways:
             g.stop()
+        drop(schema)
+
+
+def test_two_instances_share_one_concurrency_cap_per_upstream(peers, tmp_path):
+    cap, n = 3, 12
+    schema = 'lim_' + pysecrets.token_hex(5)
+    policy = f"""
+policy: vendor-account
+default: allow
+rules:
+  - {{id: in-flight, when: {{operation: signatures/signHash}}, effect: limit,
+     limit: {{scope: upstream, concurrency: {cap}}}}}
+"""
+    (tmp_path / 'sad.key').write_text(base64.b64encode(pysecrets.token_bytes(32)).decode())
+    tenants = {'capped': tenant_file('capped', 'capped-app', SECRET, policies=['vendor-account'],
+                                     credentials={'ec': 'vendor-a/ec-signer'})}
+    slow = FaultProxy(peers['vendor-a'].base_url.rsplit('/csc/', 1)[0]).start()
+    ports = [free_port(), free_port()]
+    urls = [f'http://127.0.0.1:{p}' for p in ports]
+    gateways = []
+    try:
+        for i, port in enumerate(ports):
+            config = gateway_config(port, slow.url, sad_key=tmp_path / 'sad.key', extra=counters(PG_URL, schema, timeout=2))
+            gateways.append(launch(tmp_path / f'gw{i}', config, tenants, {'vendor-account': policy}, urls[i]))
+        clients = [Client(u, 'capped-app', SECRET) for u in urls]
+        sads = [clients[0].authorize('ec') for _ in range(n)]
+        # Every signHash now sits 3 s at the proxy: all n are in flight at once.
+        slow.set_fault('delay', paths=['signatures/signHash'], delay=3.0)
+        with ThreadPoolExecutor(n) as pool:
+            answers = list(pool.map(lambda i: clients[i % 2].sign('ec', sads[i]), range(n)))
+        codes = [r.status_code for r in answers]
+        assert codes.count(200) == cap and codes.count(429) == n - cap, codes
+        refused = next(r for r in answers if r.status_code == 429)
+        assert "Limit 'vendor-account/in-flight'" in refused.json()['error_description'], refused.text
+        assert 'already in flight' in refused.json()['error_description']
+        assert refused.headers['Retry-After'] == '1'
+
+        # The calls are over: their permits are back, on both instances.
+        slow.clear()
+        for i in range(2 * cap):
+            assert clients[i % 2].sign('ec', clients[0].authorize('ec')).status_code == 200
+    finally:
+        for g in gateways:
+            g.stop()
+        slow.stop()
         drop(schema)
 
 

@@ -32,9 +32,12 @@ public struct GatewayConfiguration: Sendable {
         public var postgres: PostgresLedgerSettings?
         /// Seconds the shared store has to answer one decision before the tenant's fail mode applies.
         public var timeout: Double = 0.25
+        /// Seconds a shared concurrency permit lives at most: longer than any operation can
+        /// take, short enough that a crashed instance's permits free up soon.
+        public var permitLease: Double = 120
 
-        public init(postgres: PostgresLedgerSettings? = nil, timeout: Double = 0.25) {
-            self.postgres = postgres; self.timeout = timeout
+        public init(postgres: PostgresLedgerSettings? = nil, timeout: Double = 0.25, permitLease: Double = 120) {
+            self.postgres = postgres; self.timeout = timeout; self.permitLease = permitLease
         }
     }
 

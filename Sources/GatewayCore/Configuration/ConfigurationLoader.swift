@@ -111,6 +111,12 @@ public enum ConfigurationLoader {
             upstreams.append(upstream)
         }
         let counters = parseCounters(root.map("counters"), base: base)
+        if let c = root.map("counters"), counters.postgres != nil,
+           let slowest = upstreams.max(by: { $0.timeout < $1.timeout }), counters.permitLease <= slowest.timeout {
+            // A permit that lapses mid-call lets one more operation in than the cap allows.
+            c.log.add("'\(c.key("permitLease"))' (\(counters.permitLease) s) must be longer than the slowest upstream timeout "
+                      + "('\(slowest.name)': \(slowest.timeout) s)", at: c["permitLease"] ?? c.node)
+        }
         var reloadPoll = 2.0
         if let r = root.map("reload") {
             r.rejectUnknownKeys(["pollInterval"])
@@ -200,10 +206,11 @@ public enum ConfigurationLoader {
     /// `counters:` absent means in memory; `url` (the ledger's URL format) shares them in PostgreSQL.
     static func parseCounters(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.CounterSettings {
         guard let m else { return .init() }
-        m.rejectUnknownKeys(["url", "passwordEnv", "passwordFile", "schema", "maxConnections", "timeout"])
-        var settings = GatewayConfiguration.CounterSettings(timeout: m.double("timeout", default: 0.25, range: 0.01...30))
+        m.rejectUnknownKeys(["url", "passwordEnv", "passwordFile", "schema", "maxConnections", "timeout", "permitLease"])
+        var settings = GatewayConfiguration.CounterSettings(timeout: m.double("timeout", default: 0.25, range: 0.01...30),
+                                                           permitLease: m.double("permitLease", default: 120, range: 1...86400))
         guard let url = m.string("url") else {
-            for key in ["passwordEnv", "passwordFile", "schema", "maxConnections"] where m[key] != nil {
+            for key in ["passwordEnv", "passwordFile", "schema", "maxConnections", "permitLease"] where m[key] != nil {
                 m.log.add("'\(m.key(key))' applies to PostgreSQL counters only (set 'counters.url')", at: m[key])
             }
             return settings

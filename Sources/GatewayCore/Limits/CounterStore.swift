@@ -39,12 +39,27 @@ public protocol CounterStore: Sendable {
     func refund(_ charges: [CounterCharge]) async throws
     /// Sets a quota counter that does not exist yet (e.g. from the ledger at start).
     func seed(key: String, used: Int) async throws
+    /// Takes one permit under each cap for `holder`, all or none. Returns the index of the first
+    /// cap that is full, or nil when every permit was taken. A permit expires after `lease`
+    /// seconds, so an instance that dies holding one blocks nobody for longer than that.
+    func acquire(_ caps: [PermitCap], holder: String, lease: Double) async throws -> Int?
+    /// Gives back the permits `holder` took under these keys.
+    func release(_ keys: [String], holder: String) async throws
+}
+
+/// One concurrency cap an operation needs a permit under.
+public struct PermitCap: Sendable, Equatable {
+    public var key: String
+    public var cap: Int
+
+    public init(key: String, cap: Int) { self.key = key; self.cap = cap }
 }
 
 /// Counters in this process: exact for one gateway instance, lost on restart (quotas are
 /// seeded again from the ledger at start).
 public final class InMemoryCounterStore: CounterStore {
     private let counters = Mutex<[String: Double]>([:])
+    private let inFlight = Mutex<[String: Int]>([:])
     private let clock: @Sendable () -> Double
 
     public init(clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) { self.clock = clock }
@@ -95,5 +110,22 @@ public final class InMemoryCounterStore: CounterStore {
 
     public func seed(key: String, used: Int) async throws {
         counters.withLock { c in if c[key] == nil { c[key] = Double(used) } }
+    }
+
+    public func acquire(_ caps: [PermitCap], holder: String, lease: Double) async throws -> Int? { acquireNow(caps) }
+
+    /// Permits in this process need no holder or lease: they cannot outlive it.
+    public func acquireNow(_ caps: [PermitCap]) -> Int? {
+        inFlight.withLock { m in
+            for (i, c) in caps.enumerated() where (m[c.key] ?? 0) >= c.cap { return i }
+            for c in caps { m[c.key, default: 0] += 1 }
+            return nil
+        }
+    }
+
+    public func release(_ keys: [String], holder: String) async throws { releaseNow(keys) }
+
+    public func releaseNow(_ keys: [String]) {
+        inFlight.withLock { m in for k in keys { m[k] = max(0, (m[k] ?? 1) - 1) } }
     }
 }

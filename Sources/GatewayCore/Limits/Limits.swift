@@ -29,16 +29,19 @@ public final class Limits: Sendable {
     public let store: any CounterStore
     /// Seconds a remote store has to answer one decision.
     let timeout: Double
+    /// Seconds a concurrency permit in a shared store lives at most (see `CounterStore.acquire`).
+    let permitLease: Double
     public let alerts: QuotaAlerts
-    private let inFlight = Mutex<[String: Int]>([:])
     private let stats = Mutex(Statistics())
     /// After a store failure, decisions skip the store until then (no pile-up of waiting calls).
     private let storeDownUntil = Mutex<Double>(0)
     private let months = Mutex<MonthWindow?>(nil)
 
-    public init(store: any CounterStore = InMemoryCounterStore(), timeout: Double = 0.25, alerts: QuotaAlerts = QuotaAlerts()) {
+    public init(store: any CounterStore = InMemoryCounterStore(), timeout: Double = 0.25, permitLease: Double = 120,
+                alerts: QuotaAlerts = QuotaAlerts()) {
         self.store = store
         self.timeout = timeout
+        self.permitLease = permitLease
         self.alerts = alerts
     }
 
@@ -49,18 +52,20 @@ public final class Limits: Sendable {
         let limits: Limits?
         let quotaCharges: [CounterCharge]
         let permits: [String]
+        /// Who holds the permits in a shared store: one id per admission.
+        let holder: String
         private let finished = Mutex(false)
 
-        init(limits: Limits?, quotaCharges: [CounterCharge], permits: [String]) {
-            self.limits = limits; self.quotaCharges = quotaCharges; self.permits = permits
+        init(limits: Limits?, quotaCharges: [CounterCharge], permits: [String], holder: String) {
+            self.limits = limits; self.quotaCharges = quotaCharges; self.permits = permits; self.holder = holder
         }
 
-        public static let none = Admission(limits: nil, quotaCharges: [], permits: [])
+        public static let none = Admission(limits: nil, quotaCharges: [], permits: [], holder: "")
 
         /// The operation is over: concurrency permits go back; quota stays taken.
         public func finish() {
             guard !finished.withLock({ let was = $0; $0 = true; return was }) else { return }
-            limits?.release(permits)
+            limits?.release(permits, holder: holder)
         }
 
         /// The operation failed before signing anything: quota goes back too.
@@ -81,7 +86,7 @@ public final class Limits: Sendable {
                       failMode: CounterStoreFailureMode, _ context: OperationContext) async throws(CSCError) -> Admission {
         var charges = [CounterCharge]()
         var chargedSpecs = [LimitSpec?]()
-        var permits = [(key: String, cap: Int, spec: LimitSpec)]()
+        var caps = [PermitCap](), capSpecs = [LimitSpec]()
         for spec in specs {
             let key = Self.key(spec, facts)
             switch spec.kind {
@@ -92,7 +97,8 @@ public final class Limits: Sendable {
                 charges.append(CounterCharge(key: key, rule: .rate(interval: period / Double(rate), burst: burst), cost: cost))
                 chargedSpecs.append(spec)
             case .concurrency(let cap):
-                permits.append((key, cap, spec))
+                caps.append(PermitCap(key: key, cap: cap))
+                capSpecs.append(spec)
             }
         }
         var quotaWindow: MonthWindow?
@@ -103,46 +109,36 @@ public final class Limits: Sendable {
                                          cost: signatures))
             chargedSpecs.append(nil)
         }
-        if charges.isEmpty && permits.isEmpty { return .none }
+        if charges.isEmpty && caps.isEmpty { return .none }
 
-        // Concurrency first: it is local and refuses without touching the shared store.
+        // Concurrency first: a full cap refuses before any rate or quota is taken.
+        let holder = caps.isEmpty || store is InMemoryCounterStore ? "" : UUID().uuidString
         var taken = [String]()
-        for p in permits {
-            let ok = inFlight.withLock { m -> Bool in
-                let n = m[p.key] ?? 0
-                guard n < p.cap else { return false }
-                m[p.key] = n + 1
-                return true
+        if !caps.isEmpty {
+            let full: Int?
+            do {
+                full = try await acquire(caps, holder: holder)
+            } catch {
+                if let refusal = storeFailure(error, tenant: facts.tenant, failMode: failMode, context) { throw refusal }
+                return Admission(limits: self, quotaCharges: [], permits: [], holder: holder)
             }
-            guard ok else {
-                release(taken)
-                throw refusal(p.spec, retryAfter: 1, message: "\(p.cap) operations are already in flight")
-            }
-            taken.append(p.key)
+            if let full { throw refusal(capSpecs[full], retryAfter: 1, message: "\(caps[full].cap) operations are already in flight") }
+            taken = caps.map(\.key)
         }
-        if charges.isEmpty { return Admission(limits: self, quotaCharges: [], permits: taken) }
+        if charges.isEmpty { return Admission(limits: self, quotaCharges: [], permits: taken, holder: holder) }
 
         let verdicts: [CounterVerdict]
         do {
             verdicts = try await charge(charges)
         } catch {
-            let note = stats.withLock { s -> String in
-                s.storeFailures += 1
-                if failMode == .open { s.failedOpen += 1 } else { s.failedClosed += 1 }
-                return "\(s.storeFailures)"
+            guard let refusal = storeFailure(error, tenant: facts.tenant, failMode: failMode, context) else {
+                return Admission(limits: self, quotaCharges: [], permits: taken, holder: holder)
             }
-            context.logger.warning("limit counters unreachable", metadata: [
-                "tenant": .string(facts.tenant), "fail_mode": .string(failMode.rawValue), "store_failures": .string(note),
-                "error": .string(String(describing: error).prefix(200).description),
-            ])
-            if failMode == .open { return Admission(limits: self, quotaCharges: [], permits: taken) }
-            release(taken)
-            throw CSCError(status: 503, error: "temporarily_unavailable",
-                           description: "The limit counters cannot be reached, and this tenant's limits fail closed; retry later",
-                           headers: ["Retry-After": "1"])
+            release(taken, holder: holder)
+            throw refusal
         }
         guard verdicts.allSatisfy(\.allowed) else {
-            release(taken)
+            release(taken, holder: holder)
             for (i, v) in verdicts.enumerated() where !v.allowed {
                 if let spec = chargedSpecs[i], case let .rate(_, _, burst, _) = spec.kind,
                    case let .rate(interval, _) = charges[i].rule {
@@ -166,7 +162,7 @@ public final class Limits: Sendable {
                              after: Int(verdicts[i].value), quota: quota, thresholds: plan.quotaThresholds, context)
             }
         }
-        return Admission(limits: self, quotaCharges: quotaCharges, permits: taken)
+        return Admission(limits: self, quotaCharges: quotaCharges, permits: taken, holder: holder)
     }
 
     public static func quotaKey(tenant: String, month: String) -> String { "q|\(tenant)|\(month)" }
@@ -183,16 +179,23 @@ public final class Limits: Sendable {
 
     private func charge(_ charges: [CounterCharge]) async throws -> [CounterVerdict] {
         if let memory = store as? InMemoryCounterStore { return memory.chargeNow(charges) }
-        let now = Date().timeIntervalSince1970
-        if storeDownUntil.withLock({ $0 }) > now { throw CounterStoreUnavailable(reason: "marked down after a recent failure") }
+        try checkStoreUp()
         do {
             let store = self.store
             return try await Deadline.run(seconds: timeout) { try await store.charge(charges) }
         } catch {
-            storeDownUntil.withLock { $0 = Date().timeIntervalSince1970 + 1 }
+            markStoreDown()
             throw error
         }
     }
+
+    private func checkStoreUp() throws {
+        if storeDownUntil.withLock({ $0 }) > Date().timeIntervalSince1970 {
+            throw CounterStoreUnavailable(reason: "marked down after a recent failure")
+        }
+    }
+
+    private func markStoreDown() { storeDownUntil.withLock { $0 = Date().timeIntervalSince1970 + 1 } }
 
     func refund(_ charges: [CounterCharge], _ context: OperationContext) async {
         do {
@@ -203,9 +206,46 @@ public final class Limits: Sendable {
         }
     }
 
-    func release(_ keys: [String]) {
+    /// Counts and logs a store that did not answer; the tenant's mode decides: nil lets the
+    /// operation through uncounted, otherwise the 503 to throw.
+    private func storeFailure(_ error: any Error, tenant: String, failMode: CounterStoreFailureMode,
+                              _ context: OperationContext) -> CSCError? {
+        let note = stats.withLock { s -> String in
+            s.storeFailures += 1
+            if failMode == .open { s.failedOpen += 1 } else { s.failedClosed += 1 }
+            return "\(s.storeFailures)"
+        }
+        context.logger.warning("limit counters unreachable", metadata: [
+            "tenant": .string(tenant), "fail_mode": .string(failMode.rawValue), "store_failures": .string(note),
+            "error": .string(String(describing: error).prefix(200).description),
+        ])
+        if failMode == .open { return nil }
+        return CSCError(status: 503, error: "temporarily_unavailable",
+                        description: "The limit counters cannot be reached, and this tenant's limits fail closed; retry later",
+                        headers: ["Retry-After": "1"])
+    }
+
+    private func acquire(_ caps: [PermitCap], holder: String) async throws -> Int? {
+        if let memory = store as? InMemoryCounterStore { return memory.acquireNow(caps) }
+        try checkStoreUp()
+        do {
+            let store = self.store, lease = permitLease
+            return try await Deadline.run(seconds: timeout) { try await store.acquire(caps, holder: holder, lease: lease) }
+        } catch {
+            markStoreDown()
+            throw error
+        }
+    }
+
+    /// Gives permits back. In a shared store this is a call that may fail: the permits then
+    /// lapse at the end of their lease.
+    func release(_ keys: [String], holder: String) {
         guard !keys.isEmpty else { return }
-        inFlight.withLock { m in for k in keys { m[k] = max(0, (m[k] ?? 1) - 1) } }
+        if let memory = store as? InMemoryCounterStore { return memory.releaseNow(keys) }
+        let store = self.store, timeout = max(self.timeout, 1)
+        Task {
+            try? await Deadline.run(seconds: timeout) { try await store.release(keys, holder: holder) }
+        }
     }
 
     private func refusal(_ spec: LimitSpec, retryAfter: Double?, message: String?) -> CSCError {
