@@ -53,13 +53,15 @@ def main():
     p.add_argument('--concurrency', type=int, default=1024, help='concurrent recorders')
     p.add_argument('--tenants', type=int, default=8)
     p.add_argument('--report-events', type=int, default=1_000_000)
+    p.add_argument('--client-request-ids', type=int, default=0,
+                   help='percent of events whose request id the client chose (looked up as possible retries)')
     p.add_argument('--no-postgres', action='store_true')
     a = p.parse_args()
     build()
     work = REPO / '.run' / 'bench-ledger'
     work.mkdir(parents=True, exist_ok=True)
     common = ['--events', str(a.events), '--concurrency', str(a.concurrency), '--tenants', str(a.tenants),
-              '--report-events', str(a.report_events), '--verify']
+              '--report-events', str(a.report_events), '--client-request-ids', str(a.client_request_ids), '--verify']
     figures = bench(['--sqlite', str(work / 'ledger.sqlite'), *common])
     pg_url = os.environ.get('CSCGATE_TEST_POSTGRES_URL')
     if pg_url and not a.no_postgres:
@@ -74,7 +76,8 @@ def main():
         b = f['backend']
         if f['figure'] == 'record':
             v = f['events_per_s']
-            note = f"{f['events']} events, {f['concurrency']} recorders, {f['seconds']:.2f} s"
+            note = (f"{f['events']} events, {f['concurrency']} recorders, {f['seconds']:.2f} s, "
+                    f"{f.get('client_request_ids_percent', 0)} % client-chosen request ids")
             if b == 'sqlite':
                 note += f"  (target >= {RECORD_TARGET:,}: {'met' if v >= RECORD_TARGET else 'NOT met'})"
                 ok &= v >= RECORD_TARGET

@@ -106,7 +106,7 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
     }
     static let eventColumns = ["tenant", "seq", "id", "time_ms", "client", "credential", "upstream", "operation", "signatures",
                                "sign_algo", "hash_algo", "outcome", "stage", "reason", "latency_us", "request_id", "evidence",
-                               "answer", "prev_hash", "hash"]
+                               "answer", "prev_hash", "hash", "client_request_id"]
 
     static func insertEvents(_ rows: ArraySlice<StoredEvent>) throws -> PostgresQuery {
         var binds = PostgresBindings(capacity: rows.count * eventColumns.count)
@@ -122,7 +122,7 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
             binds.append(e.signatures); binds.append(e.signAlgorithm); binds.append(e.hashAlgorithm)
             binds.append(e.outcome.rawValue); binds.append(e.stage); binds.append(e.reason); binds.append(e.latencyMicros)
             binds.append(e.requestID); binds.append(e.evidence); try binds.append(e.answer); try binds.append(r.previousHash)
-            try binds.append(r.hash)
+            try binds.append(r.hash); binds.append(e.requestIDFromClient)
         }
         return PostgresQuery(unsafeSQL: sql, binds: binds)
     }
@@ -144,7 +144,8 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
                     buffer.writeStaticString("\t")
                 }
                 if let answer = e.answer { buffer.writeString("\\\\x" + hex(answer)) } else { buffer.writeStaticString("\\N") }
-                buffer.writeString("\t\\\\x" + hex(r.previousHash) + "\t\\\\x" + hex(r.hash) + "\n")
+                buffer.writeString("\t\\\\x" + hex(r.previousHash) + "\t\\\\x" + hex(r.hash))
+                buffer.writeString(e.requestIDFromClient ? "\tt\n" : "\tf\n")
                 if buffer.readableBytes > (1 << 20) - 4096 {
                     try await writer.write(buffer)
                     buffer.clear()
@@ -181,7 +182,9 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
     }
 
     public func recordedEvent(id: String) async throws -> UsageEvent? {
-        let rows = try await client.query("SELECT * FROM usage_events WHERE id = \(id)", logger: logger).collect()
+        // As on SQLite: only a request id the client chose can come again.
+        let rows = try await client.query("SELECT * FROM usage_events WHERE id = \(id) AND client_request_id", logger: logger)
+            .collect()
         return try rows.first.map { try Self.storedEvent($0).event }
     }
 
@@ -285,7 +288,8 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
             operation: try s("operation"), signatures: try r["signatures"].decode(Int.self), signAlgorithm: try o("sign_algo"),
             hashAlgorithm: try o("hash_algo"), outcome: UsageOutcome(rawValue: try s("outcome")) ?? .failed,
             stage: try o("stage"), reason: try o("reason"), latencyMicros: try r["latency_us"].decode(Int.self),
-            requestID: try s("request_id"), evidence: try o("evidence"), answer: try r["answer"].decode(Data?.self))
+            requestID: try s("request_id"), evidence: try o("evidence"), answer: try r["answer"].decode(Data?.self),
+            requestIDFromClient: try r["client_request_id"].decode(Bool.self))
         return StoredEvent(seq: try r["seq"].decode(Int64.self), event: event, timeMs: timeMs,
                            previousHash: try r["prev_hash"].decode(Data.self), hash: try r["hash"].decode(Data.self))
     }
@@ -439,6 +443,9 @@ enum PostgresLedgerSchema {
         ]),
         ("v2: OCSP responses kept as evidence", [
             "CREATE TABLE ocsp_evidence (address TEXT PRIMARY KEY, der BYTEA NOT NULL, stored_ms BIGINT NOT NULL)",
+        ]),
+        ("v3: whether the client chose the request id", [
+            "ALTER TABLE usage_events ADD COLUMN client_request_id BOOLEAN NOT NULL DEFAULT false",
         ]),
     ]
 

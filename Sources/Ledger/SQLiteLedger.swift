@@ -22,8 +22,8 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         config.prepareDatabase { db in
             // FULL: a commit is on disk before `record` returns, even across a power cut.
             try db.execute(sql: "PRAGMA synchronous = FULL")
-            // The id index grows at random places (ids are hashes): keep its pages in memory
-            // instead of re-reading them for every batch (32 MiB per connection, at most).
+            // Keep the pages a batch touches (table, time index, retry ids) in memory instead
+            // of re-reading them for every batch (32 MiB per connection, at most).
             try db.execute(sql: "PRAGMA cache_size = -32768")
         }
         config.busyMode = .timeout(5)
@@ -39,9 +39,12 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         try await commits.submit(event)
     }
 
+    /// Only events whose request id the client chose can come again, so only they are found here.
     public func recordedEvent(id: String) async throws -> UsageEvent? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM usage_events WHERE id = ?", arguments: [id]).map(LedgerRow.event)
+            try Row.fetchOne(db, sql: """
+                SELECT e.* FROM usage_retry_ids r JOIN usage_events e ON e.tenant = r.tenant AND e.seq = r.seq WHERE r.id = ?
+                """, arguments: [id]).map(LedgerRow.event)
         }
     }
 
@@ -232,23 +235,27 @@ enum LedgerWriter {
     static let idsPerLookup = 500
 
     static func insertSQL(rows: Int) -> String {
-        let tuple = "(" + Array(repeating: "?", count: 20).joined(separator: ",") + ")"
+        let tuple = "(" + Array(repeating: "?", count: 21).joined(separator: ",") + ")"
         return """
             INSERT INTO usage_events (tenant, seq, id, time_ms, client, credential, upstream, operation, signatures,
-              sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash)
+              sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash,
+              client_request_id)
             VALUES \(Array(repeating: tuple, count: rows).joined(separator: ","))
             """
     }
 
     static func append(_ events: [UsageEvent], heads: [String: ChainHead], checkpoints: CheckpointSigner?,
                        db: Database) throws -> [String: ChainHead] {
-        // A retried request (same deterministic id) is recorded once: one lookup per batch slice.
+        // A retried request (same deterministic id) is recorded once. Only ids the client chose
+        // can repeat, so only they are looked up and kept in `usage_retry_ids`: the event table
+        // itself has no index on the (random) id, which would cost a page write per event.
+        let retryable = events.filter(\.requestIDFromClient)
         var recorded = Set<String>()
         var i = 0
-        while i < events.count {
-            let slice = events[i..<min(events.count, i + idsPerLookup)]
+        while i < retryable.count {
+            let slice = retryable[i..<min(retryable.count, i + idsPerLookup)]
             let lookup = try db.cachedStatement(
-                sql: "SELECT id FROM usage_events WHERE id IN (" + Array(repeating: "?", count: slice.count).joined(separator: ",") + ")")
+                sql: "SELECT id FROM usage_retry_ids WHERE id IN (" + Array(repeating: "?", count: slice.count).joined(separator: ",") + ")")
             for id in try String.fetchAll(lookup, arguments: StatementArguments(slice.map { $0.id })) { recorded.insert(id) }
             i += idsPerLookup
         }
@@ -260,6 +267,10 @@ enum LedgerWriter {
             let insert = try db.cachedStatement(sql: insertSQL(rows: end - start))
             try bindAndStep(insert, chained.rows[start..<end], db)
             start = end
+        }
+        for r in chained.rows where r.event.requestIDFromClient {
+            try db.cachedStatement(sql: "INSERT INTO usage_retry_ids (id, tenant, seq) VALUES (?, ?, ?)")
+                .execute(arguments: [r.event.id, r.event.tenantID, r.seq])
         }
         for cp in chained.checkpoints {
             try db.execute(sql: """
@@ -302,7 +313,7 @@ extension LedgerWriter {
             text(e.tenantID); int(r.seq); text(e.id); int(r.timeMs); text(e.clientID); text(e.credentialID); text(e.upstream)
             text(e.operation); int(Int64(e.signatures)); text(e.signAlgorithm); text(e.hashAlgorithm); text(e.outcome.rawValue)
             text(e.stage); text(e.reason); int(Int64(e.latencyMicros)); text(e.requestID); text(e.evidence); blob(e.answer)
-            blob(r.previousHash); blob(r.hash)
+            blob(r.previousHash); blob(r.hash); int(e.requestIDFromClient ? 1 : 0)
         }
         let rc = sqlite3_step(stmt)
         sqlite3_reset(stmt)
@@ -324,7 +335,7 @@ enum LedgerRow {
             operation: row["operation"], signatures: row["signatures"], signAlgorithm: row["sign_algo"],
             hashAlgorithm: row["hash_algo"], outcome: UsageOutcome(rawValue: row["outcome"]) ?? .failed,
             stage: row["stage"], reason: row["reason"], latencyMicros: row["latency_us"], requestID: row["request_id"],
-            evidence: row["evidence"], answer: row["answer"])
+            evidence: row["evidence"], answer: row["answer"], requestIDFromClient: row["client_request_id"])
     }
 }
 
@@ -352,6 +363,30 @@ enum LedgerSchema {
             // Content-addressed (sha-256 of the DER): a response relied on by many signings is stored once.
             try db.execute(sql: """
                 CREATE TABLE ocsp_evidence (address TEXT PRIMARY KEY, der BLOB NOT NULL, stored_ms INTEGER NOT NULL)
+                """)
+        }
+        m.registerMigration("v3: no index on the event id; retry ids (client-chosen request ids) in a table of their own") { db in
+            // SQLite cannot drop a UNIQUE constraint in place: the table is rebuilt. Every id
+            // of an older ledger stays findable as a retry, since whether the client chose it
+            // was not recorded then.
+            try db.execute(sql: """
+                CREATE TABLE usage_events_v3 (
+                  tenant TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, time_ms INTEGER NOT NULL,
+                  client TEXT NOT NULL, credential TEXT, upstream TEXT, operation TEXT NOT NULL,
+                  signatures INTEGER NOT NULL, sign_algo TEXT, hash_algo TEXT, outcome TEXT NOT NULL, stage TEXT,
+                  reason TEXT, latency_us INTEGER NOT NULL, request_id TEXT NOT NULL, evidence TEXT, answer BLOB,
+                  prev_hash BLOB NOT NULL, hash BLOB NOT NULL, client_request_id INTEGER NOT NULL DEFAULT 0,
+                  PRIMARY KEY (tenant, seq));
+                INSERT INTO usage_events_v3 (tenant, seq, id, time_ms, client, credential, upstream, operation, signatures,
+                  sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash)
+                  SELECT tenant, seq, id, time_ms, client, credential, upstream, operation, signatures,
+                  sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash
+                  FROM usage_events;
+                CREATE TABLE usage_retry_ids (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+                INSERT INTO usage_retry_ids (id, tenant, seq) SELECT id, tenant, seq FROM usage_events;
+                DROP TABLE usage_events;
+                ALTER TABLE usage_events_v3 RENAME TO usage_events;
+                CREATE INDEX usage_events_by_time ON usage_events (tenant, time_ms);
                 """)
         }
         return m

@@ -20,6 +20,8 @@ struct LedgerBench: AsyncParsableCommand {
     @Option(help: "Tenants the events are spread over.") var tenants: Int = 8
     @Option(help: "Events to bulk-load for the report figure (0: skip).") var reportEvents: Int = 0
     @Option(help: "Checkpoint every N events per tenant.") var checkpointInterval: Int = 1000
+    @Option(help: "Percent of recorded events whose request id the client chose (each is looked up as a possible retry).")
+    var clientRequestIDs: Int = 0
     @Flag(help: "Verify the chains after recording.") var verify = false
 
     func run() async throws {
@@ -31,7 +33,12 @@ struct LedgerBench: AsyncParsableCommand {
             let ledger = try await open(suffix: "record", signer: signer)
             let n = events, c = max(1, concurrency), t = max(1, tenants)
             // Made before the clock starts: the figure is the ledger's, not the event factory's.
-            let made = (0..<n).map { Self.event($0, tenant: "tenant-\($0 % t)", of: n) }
+            let share = min(100, max(0, clientRequestIDs))
+            let made = (0..<n).map { i in
+                var e = Self.event(i, tenant: "tenant-\(i % t)", of: n)
+                e.requestIDFromClient = i % 100 < share
+                return e
+            }
             let started = ContinuousClock.now
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<c {
@@ -47,7 +54,7 @@ struct LedgerBench: AsyncParsableCommand {
             }
             let seconds = (ContinuousClock.now - started).seconds
             emit(["backend": backend, "figure": "record", "events": n, "concurrency": c, "tenants": t, "seconds": seconds,
-                  "events_per_s": Double(n) / seconds])
+                  "events_per_s": Double(n) / seconds, "client_request_ids_percent": share])
             if verify {
                 let v = try await LedgerVerifier.verify(ledger, publicKey: signer.publicKey)
                 let total = v.events.values.reduce(0, +)

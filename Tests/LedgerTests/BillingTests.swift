@@ -42,7 +42,7 @@ struct GeneratedMix {
                 time: time, tenantID: tenant, clientID: client, credentialID: "cred-\(n % 3)", upstream: upstream,
                 operation: "signatures/signHash", signatures: signatures, signAlgorithm: "1.2.840.10045.4.3.2",
                 outcome: outcome, stage: outcome == .ok ? nil : (outcome == .denied ? "sad" : "upstream"), reason: reason,
-                latencyMicros: 500, requestID: "mix-\(n)")
+                latencyMicros: 500, requestID: "mix-\(n)", requestIDFromClient: true)
             events.append(e)
             if n % 10 == 0 { retries.append(e) }
             var c = expected[Key(tenant: tenant, month: month, client: client)] ?? Counts()

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GatewayCore
+import GRDB
 import Testing
 @testable import Ledger
 
@@ -16,6 +17,55 @@ struct LedgerTests {
         #expect(try await t.ledger.recordedEvent(id: event(1).id)?.signatures == 1)
         #expect(try await t.events(tenant: "acme").count == 1)
         await t.close()
+    }
+
+    @Test("only a request id the client chose is found as a retry; the flag is stored with the event",
+          arguments: Backend.allCases)
+    func gatewayMadeIDsAreNotRetries(_ backend: Backend) async throws {
+        let t = try await TestLedger.make(backend)
+        try await t.ledger.record(event(1, clientChoseID: false))
+        try await t.ledger.record(event(2, clientChoseID: true))
+        #expect(try await t.ledger.recordedEvent(id: event(1).id) == nil)
+        #expect(try await t.ledger.recordedEvent(id: event(2).id) == event(2, clientChoseID: true))
+        #expect(try await t.events(tenant: "acme").map(\.event.requestIDFromClient) == [false, true])
+        await t.close()
+    }
+
+    @Test("a SQLite ledger written before v3 migrates: its chain stays intact and its old ids are still found as retries")
+    func sqliteMigratesFromV2() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-v2-" + UUID().uuidString)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("ledger.sqlite").path
+        do {
+            // The file as a v2 gateway left it: the old table, with its UNIQUE id.
+            let old = try DatabasePool(path: path)
+            try LedgerSchema.migrator.migrate(old, upTo: "v2: OCSP responses kept as evidence")
+            let chained = try LedgerChain.extend([event(1, clientChoseID: false), event(2, clientChoseID: false)],
+                                                 after: [:], signer: nil)
+            try await old.write { db in
+                for r in chained.rows {
+                    let e = r.event
+                    try db.execute(sql: """
+                        INSERT INTO usage_events (tenant, seq, id, time_ms, client, credential, upstream, operation, signatures,
+                          sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """, arguments: [e.tenantID, r.seq, e.id, r.timeMs, e.clientID, e.credentialID, e.upstream, e.operation,
+                                         e.signatures, e.signAlgorithm, e.hashAlgorithm, e.outcome.rawValue, e.stage, e.reason,
+                                         e.latencyMicros, e.requestID, e.evidence, e.answer, r.previousHash, r.hash])
+                }
+            }
+            try old.close()
+        }
+        let ledger = try SQLiteLedger(path: path)
+        // Whether the client chose those ids was not recorded then: each is still found as a retry.
+        #expect(try await ledger.recordedEvent(id: event(1).id)?.requestID == "req-1")
+        try await ledger.record(event(2, clientChoseID: true))  // a retry of an old request: not recorded again
+        try await ledger.record(event(3, clientChoseID: false))
+        await ledger.shutdown()
+        let result = try await LedgerVerifier.verify(path: path, publicKey: nil)
+        #expect(result.isIntact, "\(result.problems)")
+        #expect(result.events == ["acme": 3])
     }
 
     @Test("concurrent records share commits and keep each tenant's chain contiguous", arguments: Backend.allCases)
@@ -70,7 +120,9 @@ struct LedgerTests {
             try await t.tamper("UPDATE usage_events SET seq = seq + 100 WHERE seq >= 6")
             try await t.tamper("UPDATE usage_events SET seq = seq - 99 WHERE seq >= 106")
             try await t.tamper("""
-                INSERT INTO usage_events SELECT tenant, 6, 'forged', time_ms, client, credential, upstream, operation,
+                INSERT INTO usage_events (tenant, seq, id, time_ms, client, credential, upstream, operation, signatures,
+                  sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer, prev_hash, hash)
+                SELECT tenant, 6, 'forged', time_ms, client, credential, upstream, operation,
                   signatures, sign_algo, hash_algo, outcome, stage, reason, latency_us, request_id, evidence, answer,
                   prev_hash, hash FROM usage_events WHERE seq = 5
                 """)

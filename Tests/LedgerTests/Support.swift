@@ -121,10 +121,11 @@ final class TestLedger: Sendable {
 }
 
 func event(_ n: Int, tenant: String = "acme", outcome: UsageOutcome = .ok, signatures: Int = 1, client: String = "app",
-           credential: String = "cred", day: Int = 0) -> UsageEvent {
+           credential: String = "cred", day: Int = 0, clientChoseID: Bool = true) -> UsageEvent {
     UsageEvent(id: UsageEvent.eventID(tenantID: tenant, clientID: client, requestID: "req-\(n)", operation: "signatures/signHash"),
                time: Date(timeIntervalSince1970: 1_800_000_000 + Double(day * 86400 + n)), tenantID: tenant, clientID: client,
                credentialID: credential, upstream: "vendor-a", operation: "signatures/signHash",
                signatures: outcome == .ok ? signatures : 0, outcome: outcome, stage: outcome == .ok ? nil : "sad",
-               reason: outcome == .ok ? nil : "SAD expired", latencyMicros: 100, requestID: "req-\(n)")
+               reason: outcome == .ok ? nil : "SAD expired", latencyMicros: 100, requestID: "req-\(n)",
+               requestIDFromClient: clientChoseID)
 }

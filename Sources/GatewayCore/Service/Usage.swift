@@ -38,16 +38,22 @@ public struct UsageEvent: Sendable, Equatable {
     public var evidence: String?
     /// For a signHash: the answer, so a retry with the same request id gets it again unsigned anew.
     public var answer: Data?
+    /// The client chose the request id (X-Request-ID), so the same id can come again as a retry.
+    /// Only such ids are looked up before recording; an id the gateway made is new by
+    /// construction. Not part of the hash chain.
+    public var requestIDFromClient: Bool
 
     public init(id: String, time: Date, tenantID: String, clientID: String, credentialID: String? = nil,
                 upstream: String? = nil, operation: String, signatures: Int = 0, signAlgorithm: String? = nil,
                 hashAlgorithm: String? = nil, outcome: UsageOutcome, stage: String? = nil, reason: String? = nil,
-                latencyMicros: Int = 0, requestID: String, evidence: String? = nil, answer: Data? = nil) {
+                latencyMicros: Int = 0, requestID: String, evidence: String? = nil, answer: Data? = nil,
+                requestIDFromClient: Bool = false) {
         self.id = id; self.time = time; self.tenantID = tenantID; self.clientID = clientID
         self.credentialID = credentialID; self.upstream = upstream; self.operation = operation
         self.signatures = signatures; self.signAlgorithm = signAlgorithm; self.hashAlgorithm = hashAlgorithm
         self.outcome = outcome; self.stage = stage; self.reason = reason; self.latencyMicros = latencyMicros
         self.requestID = requestID; self.evidence = evidence; self.answer = answer
+        self.requestIDFromClient = requestIDFromClient
     }
 
     public static func eventID(tenantID: String, clientID: String, requestID: String, operation: String) -> String {
@@ -137,7 +143,8 @@ extension Gateway {
             signAlgorithm: f.signAlgorithm, hashAlgorithm: f.hashAlgorithm, outcome: outcome,
             stage: outcome == .ok ? nil : (f.stage ?? "request"),
             reason: (error?.errorDescription ?? f.remark).map { String($0.prefix(300)) }, latencyMicros: micros,
-            requestID: context.requestID, evidence: f.evidence, answer: outcome == .ok ? f.answer : nil)
+            requestID: context.requestID, evidence: f.evidence, answer: outcome == .ok ? f.answer : nil,
+            requestIDFromClient: context.requestIDFromClient)
         do {
             let recordStarted = ContinuousClock.now
             try await ledger.record(event)
