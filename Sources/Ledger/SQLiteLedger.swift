@@ -234,6 +234,9 @@ enum LedgerWriter {
     /// Ids per duplicate lookup.
     static let idsPerLookup = 500
 
+    /// The statement text for 1…rowsPerInsert rows, made once: it is also the statement cache's key.
+    static let insertSQLByRows: [String] = (0...rowsPerInsert).map(insertSQL(rows:))
+
     static func insertSQL(rows: Int) -> String {
         let tuple = "(" + Array(repeating: "?", count: 21).joined(separator: ",") + ")"
         return """
@@ -264,7 +267,7 @@ enum LedgerWriter {
         var start = 0
         while start < chained.rows.count {
             let end = min(chained.rows.count, start + rowsPerInsert)
-            let insert = try db.cachedStatement(sql: insertSQL(rows: end - start))
+            let insert = try db.cachedStatement(sql: insertSQLByRows[end - start])
             try bindAndStep(insert, chained.rows[start..<end], db)
             start = end
         }

@@ -20,7 +20,8 @@ struct LedgerBench: AsyncParsableCommand {
     @Option(help: "Tenants the events are spread over.") var tenants: Int = 8
     @Option(help: "Events to bulk-load for the report figure (0: skip).") var reportEvents: Int = 0
     @Option(help: "Checkpoint every N events per tenant.") var checkpointInterval: Int = 1000
-    @Option(help: "Percent of recorded events whose request id the client chose (each is looked up as a possible retry).")
+    @Option(name: .customLong("client-request-ids"),
+            help: "Percent of recorded events whose request id the client chose (each is looked up as a possible retry).")
     var clientRequestIDs: Int = 0
     @Flag(help: "Verify the chains after recording.") var verify = false
 

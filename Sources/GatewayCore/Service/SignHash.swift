@@ -46,9 +46,10 @@ extension Gateway {
         let decision = try checkPolicy(facts, policies, note, context)
 
         // 6. Retry: the same request id already signed this; answer again, sign and bill nothing new.
+        // Only a request id the client chose can come again, so only then is the answer kept.
         note.stage("retry")
-        let fingerprint = Self.fingerprint(route.id, request)
-        if let earlier = try await recordedAnswer(caller, context, fingerprint: fingerprint) {
+        let fingerprint = context.requestIDFromClient ? Self.fingerprint(route.id, request) : nil
+        if let fingerprint, let earlier = try await recordedAnswer(caller, context, fingerprint: fingerprint) {
             note.signed(earlier.signatures.count, signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid,
                         answer: Self.answer(fingerprint, earlier))
             return earlier
@@ -116,7 +117,7 @@ extension Gateway {
         let result = SignHashResult(signatures: signatures)
         // 12. Record: `perform` writes the usage event, durably, before this answer leaves.
         note.signed(signatures.count, signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid,
-                    answer: Self.answer(fingerprint, result))
+                    answer: fingerprint.map { Self.answer($0, result) })
         context.logger.info("hashes signed", metadata: [
             "credential": .string(route.id), "upstream": .string(route.upstream),
             "signatures": .stringConvertible(signatures.count), "sign_algo": .string(request.signAlgorithm),

@@ -101,7 +101,7 @@ public final class UsageNote: Sendable {
     /// Something an ok operation should still carry into the ledger (a soft-failed check).
     func remark(_ text: String) { facts.withLock { $0.remark = text } }
 
-    func signed(_ count: Int, signAlgorithm: String, hashAlgorithm: String?, answer: Data) {
+    func signed(_ count: Int, signAlgorithm: String, hashAlgorithm: String?, answer: Data?) {
         facts.withLock {
             $0.signatures = count; $0.signAlgorithm = signAlgorithm; $0.hashAlgorithm = hashAlgorithm; $0.answer = answer
         }
