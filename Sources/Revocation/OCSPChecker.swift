@@ -22,15 +22,26 @@ public final class OCSPChecker: RevocationChecker {
     private let evaluate: Evaluate
     private let evidence: (any EvidenceStore)?
     private let now: @Sendable () -> Date
+    /// The anchors the evaluator uses, reloaded with the configuration; nil when tests evaluate.
+    private let anchors: TrustAnchors?
 
-    public init(evidence: (any EvidenceStore)?, now: @escaping @Sendable () -> Date = Date.init, evaluate: @escaping Evaluate) {
+    public init(evidence: (any EvidenceStore)?, now: @escaping @Sendable () -> Date = Date.init, anchors: TrustAnchors? = nil,
+                evaluate: @escaping Evaluate) {
         self.evidence = evidence
         self.now = now
+        self.anchors = anchors
         self.evaluate = evaluate
     }
 
     public convenience init(evaluator: OCSPEvaluator, evidence: (any EvidenceStore)?) {
-        self.init(evidence: evidence) { subject, now in await evaluator.evaluate(subject, now: now) }
+        self.init(evidence: evidence, anchors: evaluator.anchors) { subject, now in await evaluator.evaluate(subject, now: now) }
+    }
+
+    /// Reads the trust anchors again. When they changed, every cached verdict goes: a chain
+    /// trusted (or not) under the old anchors is evaluated afresh.
+    public func reload(_ configuration: LoadedConfiguration) throws {
+        guard let anchors, try anchors.reload(configuration) else { return }
+        verdicts.withLock { $0.removeAll() }
     }
 
     public func verdict(for subject: SignerCertificateSubject, _ context: OperationContext) async -> SignerCertificateVerdict {

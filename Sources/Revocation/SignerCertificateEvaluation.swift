@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import GatewayCore
 import SwiftASN1
+import Synchronization
 import X509
 
 /// One full check of a signer certificate, with everything `cscgate ocsp check` shows: the
@@ -158,10 +159,40 @@ public struct OCSPEvaluator: Sendable {
 
 /// The anchor files named in configuration, read once at start; a file that cannot be read
 /// stops the gateway there rather than refusing every signature later.
-public struct TrustAnchors: Sendable {
-    private let byFile: [String: [Certificate]]
+/// The CA certificates named by `trustAnchors`, by file. Read at start and again on each
+/// configuration reload, so a tenant added or changed at runtime is checked against its own.
+public final class TrustAnchors: Sendable {
+    private let byFile: Mutex<[String: [Certificate]]>
 
     public init(files: [String]) throws {
+        byFile = Mutex(try Self.read(files))
+    }
+
+    /// Every anchor file the configuration names: upstreams' and tenants'.
+    public convenience init(configuration: LoadedConfiguration) throws {
+        try self.init(files: Self.files(configuration))
+    }
+
+    /// Reads the files `configuration` names and swaps them in, all or nothing. True when the
+    /// anchors changed, i.e. verdicts reached with the old ones may no longer hold.
+    @discardableResult
+    public func reload(_ configuration: LoadedConfiguration) throws -> Bool {
+        let next = try Self.read(Self.files(configuration))
+        return byFile.withLock { current in
+            defer { current = next }
+            return current != next
+        }
+    }
+
+    func certificates(_ files: [String]) -> [Certificate] {
+        byFile.withLock { m in files.flatMap { m[$0] ?? [] } }
+    }
+
+    static func files(_ configuration: LoadedConfiguration) -> [String] {
+        configuration.gateway.upstreams.flatMap(\.trustAnchors) + configuration.tenants.flatMap { $0.signerCertificates.trustAnchors ?? [] }
+    }
+
+    static func read(_ files: [String]) throws -> [String: [Certificate]] {
         var byFile = [String: [Certificate]]()
         for path in Set(files) {
             guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
@@ -171,16 +202,8 @@ public struct TrustAnchors: Sendable {
             guard !documents.isEmpty else { throw OCSPTransportError("trust anchor file \(path) holds no PEM certificate") }
             byFile[path] = try documents.map { try Certificate(derEncoded: $0.derBytes) }
         }
-        self.byFile = byFile
+        return byFile
     }
-
-    /// Every anchor file the configuration names: upstreams' and tenants'.
-    public init(configuration: LoadedConfiguration) throws {
-        try self.init(files: configuration.gateway.upstreams.flatMap(\.trustAnchors)
-            + configuration.tenants.flatMap { $0.signerCertificates.trustAnchors ?? [] })
-    }
-
-    func certificates(_ files: [String]) -> [Certificate] { files.flatMap { byFile[$0] ?? [] } }
 }
 
 extension Data {

@@ -208,6 +208,66 @@ struct EvaluationTests {
         #expect(h.status == .unavailable && !h.passes && h.detail.contains("no OCSP responder"))
         #expect(s.status == .unavailable && s.passes && s.softFailed)
     }
+
+    @Test("a reload reads the trust anchors a changed tenant file names; an unreadable one refuses it")
+    func anchorsReload() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cscgate-anchors-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("tenants"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let now = Date()
+        let ca = try Certificate(version: .v3, serialNumber: .init(), publicKey: .init(Self.caKey.publicKey),
+                                 notValidBefore: now.addingTimeInterval(-86400), notValidAfter: now.addingTimeInterval(86400),
+                                 issuer: Self.caName, subject: Self.caName, signatureAlgorithm: .ecdsaWithSHA256,
+                                 extensions: try Certificate.Extensions { Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil)) },
+                                 issuerPrivateKey: .init(Self.caKey))
+        let anchorFile = dir.appendingPathComponent("acme-ca.pem").path
+        try ca.serializeAsPEM().pemString.write(toFile: anchorFile, atomically: true, encoding: .utf8)
+        try """
+            listen: {host: 127.0.0.1, port: 8080}
+            upstreams:
+              - {name: vendor-a, baseURL: "http://127.0.0.1:9", version: v1}
+            ocsp: {enabled: true, failureMode: hard}
+            """.write(to: dir.appendingPathComponent("gateway.yaml"), atomically: true, encoding: .utf8)
+        let hash = try SecretHash.make(secret: "anchors-test-secret", logN: 10).encoded
+        func writeTenant(anchors: Bool) throws {
+            try """
+                tenant: acme
+                clients:
+                  - {id: acme-app, secretHash: "\(hash)"}
+                credentials:
+                  - {id: acme-ec, upstream: vendor-a, upstreamCredentialID: a/ec}
+                \(anchors ? "ocsp: {trustAnchors: [\"\(anchorFile)\"]}" : "")
+                """.write(to: dir.appendingPathComponent("tenants/acme.yaml"), atomically: true, encoding: .utf8)
+        }
+        let gatewayFile = dir.appendingPathComponent("gateway.yaml").path
+        // Started while the tenant had no anchors of its own (`check` refuses that while OCSP is
+        // on, so the first load is built by hand from the second).
+        try writeTenant(anchors: true)
+        let withAnchors = try ConfigurationLoader.load(gatewayFile: gatewayFile)
+        var started = withAnchors
+        started.tenants[0].signerCertificates.trustAnchors = nil
+        let client = SignerHTTP.client()
+        defer { SignerHTTP.shutdown(client) }
+        let evaluator = OCSPEvaluator(settings: OCSPSettings(), anchors: try TrustAnchors(configuration: started), client: client)
+        let checker = OCSPChecker(evaluator: evaluator, evidence: nil)
+        let tenant = withAnchors.tenants[0]
+        let policy = SignerCertificatePolicy.resolve(for: tenant.credentials[0], tenant: tenant, gateway: withAnchors.gateway)
+        #expect(policy.trustAnchors == [anchorFile])
+        let leaf = try Self.leaf(from: now.addingTimeInterval(-3600), to: now.addingTimeInterval(3600))
+        let before = await checker.verdict(for: subject(leaf, policy: policy), context)
+        #expect(before.status == .untrusted, "\(before.detail)")
+
+        // After the reload the chain is trusted; with no responder in the certificate it then
+        // hard-fails on OCSP instead.
+        try checker.reload(withAnchors)
+        let after = await checker.verdict(for: subject(leaf, policy: policy), context)
+        #expect(after.status == .unavailable && after.detail.contains("no OCSP responder"), "\(after.detail)")
+
+        // An anchor file that cannot be read refuses the reload; the anchors in use stay.
+        try FileManager.default.removeItem(atPath: anchorFile)
+        #expect(throws: (any Error).self) { try checker.reload(withAnchors) }
+        #expect(evaluator.anchors.certificates([anchorFile]).count == 1)
+    }
 }
 
 @Suite("OCSP transport and response")

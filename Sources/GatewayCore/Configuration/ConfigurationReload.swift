@@ -44,6 +44,8 @@ public final class ConfigurationReload: Sendable {
                 var next = loaded
                 // Only tenants and policies change at runtime; the rest waits for a restart.
                 next.gateway = gateway.configuration
+                // Trust anchors the new tenant files name are read first: if one cannot be, nothing changes.
+                try gateway.revocation?.reload(next)
                 gateway.replace(next)
                 outcome = Outcome(applied: true, trigger: trigger, time: Date(), issues: [], tenants: loaded.tenants.count,
                                   policies: loaded.policies.count)

@@ -87,6 +87,12 @@ public struct SignerCertificateVerdict: Sendable, Equatable {
 /// path asks on every request and expects a lookup, not a network round trip.
 public protocol RevocationChecker: Sendable {
     func verdict(for subject: SignerCertificateSubject, _ context: OperationContext) async -> SignerCertificateVerdict
+    /// Takes up a reloaded configuration (e.g. new trust anchors); throwing refuses the reload.
+    func reload(_ configuration: LoadedConfiguration) throws
+}
+
+extension RevocationChecker {
+    public func reload(_ configuration: LoadedConfiguration) throws {}
 }
 
 /// Where OCSP responses kept as evidence go: stored once, addressed by their SHA-256.
