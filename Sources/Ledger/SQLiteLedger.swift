@@ -331,6 +331,7 @@ extension LedgerWriter {
 }
 
 enum LedgerRow {
+    /// Reads v2 files too (`ledger verify` and `report` open files read-only, unmigrated).
     static func event(_ row: Row) -> UsageEvent {
         UsageEvent(
             id: row["id"], time: Date(timeIntervalSince1970: Double(row["time_ms"] as Int64) / 1000),
@@ -338,7 +339,7 @@ enum LedgerRow {
             operation: row["operation"], signatures: row["signatures"], signAlgorithm: row["sign_algo"],
             hashAlgorithm: row["hash_algo"], outcome: UsageOutcome(rawValue: row["outcome"]) ?? .failed,
             stage: row["stage"], reason: row["reason"], latencyMicros: row["latency_us"], requestID: row["request_id"],
-            evidence: row["evidence"], answer: row["answer"], requestIDFromClient: row["client_request_id"])
+            evidence: row["evidence"], answer: row["answer"], requestIDFromClient: (row["client_request_id"] as Bool?) ?? false)
     }
 }
 

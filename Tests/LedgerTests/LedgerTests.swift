@@ -57,6 +57,9 @@ struct LedgerTests {
             }
             try old.close()
         }
+        // `ledger verify` reads an old file as it is (read-only, not migrated).
+        let asItWas = try await LedgerVerifier.verify(path: path, publicKey: nil)
+        #expect(asItWas.isIntact && asItWas.events == ["acme": 2], "\(asItWas.problems)")
         let ledger = try SQLiteLedger(path: path)
         // Whether the client chose those ids was not recorded then: each is still found as a retry.
         #expect(try await ledger.recordedEvent(id: event(1).id)?.requestID == "req-1")
