@@ -14,20 +14,53 @@ final class GroupCommit<Item: Sendable>: Sendable {
         var closed = false
     }
 
-    private let state = Mutex(State())
-    private let write: @Sendable ([Item]) async throws -> Void
+    /// What the writer thread shares with the callers. The thread holds this, not the
+    /// `GroupCommit`, so dropping the last reference to a ledger still ends its thread.
+    private final class Queue: Sendable {
+        let state = Mutex(State())
+        /// Wakes the writer thread: once per idle-to-busy transition, and on close.
+        let wake = DispatchSemaphore(value: 0)
+    }
+
+    /// Who runs the writes.
+    enum Driver: Sendable {
+        /// A task per busy period: for stores whose client is asynchronous (PostgreSQL).
+        case task(@Sendable ([Item]) async throws -> Void)
+        /// A thread of its own that blocks in each write (SQLite): the next batch starts the
+        /// moment a commit returns, instead of waiting for a turn on a busy event loop and then
+        /// hopping to the database's queue.
+        case thread(name: String, @Sendable ([Item]) throws -> Void)
+    }
+
+    private let queue = Queue()
+    private let driver: Driver
     private let closedError: @Sendable () -> any Error
 
-    /// `write` must be all or nothing: its items are acknowledged together or failed together.
-    init(closedError: @escaping @Sendable () -> any Error, write: @escaping @Sendable ([Item]) async throws -> Void) {
-        self.write = write
+    /// The write must be all or nothing: its items are acknowledged together or failed together.
+    init(closedError: @escaping @Sendable () -> any Error, driver: Driver) {
+        self.driver = driver
         self.closedError = closedError
+        if case .thread(let name, let write) = driver {
+            let thread = Thread { [queue] in Self.runThread(queue, write) }
+            thread.name = name
+            thread.start()
+        }
+    }
+
+    convenience init(closedError: @escaping @Sendable () -> any Error,
+                     write: @escaping @Sendable ([Item]) async throws -> Void) {
+        self.init(closedError: closedError, driver: .task(write))
+    }
+
+    deinit {
+        queue.state.withLock { $0.closed = true }
+        queue.wake.signal()
     }
 
     /// Returns once a write holding `item` has succeeded; throws that write's error otherwise.
     func submit(_ item: Item) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let next: GroupCommitStep = state.withLock { s in
+            let next: GroupCommitStep = queue.state.withLock { s in
                 if s.closed { return .refuse }
                 s.pending.append((item, continuation))
                 if s.flushing { return .wait }
@@ -37,19 +70,19 @@ final class GroupCommit<Item: Sendable>: Sendable {
             switch next {
             case .refuse: continuation.resume(throwing: closedError())
             case .wait: break
-            case .start: Task { await self.flush() }
+            case .start:
+                switch driver {
+                case .task(let write): Task { [queue] in await Self.drain(queue, write) }
+                case .thread: queue.wake.signal()
+                }
             }
         }
     }
 
-    private func flush() async {
-        while true {
-            let batch = state.withLock { s -> [(Item, CheckedContinuation<Void, any Error>)] in
-                if s.pending.isEmpty { s.flushing = false }
-                defer { s.pending = [] }
-                return s.pending
-            }
-            if batch.isEmpty { return }
+    /// Writes batches until none is pending, then marks the queue idle (under the same lock
+    /// that `submit` checks, so an item is never left behind).
+    private static func drain(_ queue: Queue, _ write: ([Item]) async throws -> Void) async {
+        while let batch = nextBatch(queue) {
             do {
                 try await write(batch.map { $0.0 })
                 for (_, c) in batch { c.resume() }
@@ -59,10 +92,37 @@ final class GroupCommit<Item: Sendable>: Sendable {
         }
     }
 
+    private static func runThread(_ queue: Queue, _ write: ([Item]) throws -> Void) {
+        while true {
+            queue.wake.wait()
+            while let batch = nextBatch(queue) {
+                do {
+                    try write(batch.map { $0.0 })
+                    for (_, c) in batch { c.resume() }
+                } catch {
+                    for (_, c) in batch { c.resume(throwing: error) }
+                }
+            }
+            if queue.state.withLock({ $0.closed && !$0.flushing }) { return }
+        }
+    }
+
+    private static func nextBatch(_ queue: Queue) -> [(Item, CheckedContinuation<Void, any Error>)]? {
+        queue.state.withLock { s in
+            if s.pending.isEmpty {
+                s.flushing = false
+                return nil
+            }
+            defer { s.pending = [] }
+            return s.pending
+        }
+    }
+
     /// Refuses new items and waits for the running write (and what queued before) to finish.
     func close() async {
-        state.withLock { $0.closed = true }
-        while state.withLock({ $0.flushing }) { try? await Task.sleep(for: .milliseconds(5)) }
+        queue.state.withLock { $0.closed = true }
+        while queue.state.withLock({ $0.flushing }) { try? await Task.sleep(for: .milliseconds(5)) }
+        queue.wake.signal()
     }
 }
 

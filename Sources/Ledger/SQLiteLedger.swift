@@ -32,7 +32,8 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         self.pool = pool
         let writer = SQLiteChainWriter(pool: pool, heads: try pool.read(ChainHead.loadAll), signer: checkpoints)
         self.writer = writer
-        self.commits = GroupCommit(closedError: { SQLiteLedgerError.closed }) { events in try await writer.append(events) }
+        self.commits = GroupCommit(closedError: { SQLiteLedgerError.closed },
+                                   driver: .thread(name: "ledger-writer") { events in try writer.append(events) })
     }
 
     public func record(_ event: UsageEvent) async throws {
@@ -53,7 +54,8 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
     public func load(_ events: [UsageEvent], chunk: Int = 50_000) async throws {
         var start = 0
         while start < events.count {
-            try await writer.append(Array(events[start..<min(events.count, start + chunk)]))
+            let slice = Array(events[start..<min(events.count, start + chunk)])
+            try await Task.detached { [writer] in try writer.append(slice) }.value
             start += chunk
         }
     }
@@ -110,10 +112,10 @@ final class SQLiteChainWriter: Sendable {
         self.signer = signer
     }
 
-    func append(_ events: [UsageEvent]) async throws {
+    /// Blocks in the commit: called from the group commit's own thread.
+    func append(_ events: [UsageEvent]) throws {
         let start = heads.withLock { $0 }
-        let signer = signer
-        let next = try await pool.write { db in try LedgerWriter.append(events, heads: start, checkpoints: signer, db: db) }
+        let next = try pool.write { db in try LedgerWriter.append(events, heads: start, checkpoints: signer, db: db) }
         heads.withLock { $0 = next }
     }
 }

@@ -1,7 +1,7 @@
 import CSC
 import Foundation
 import GatewayCore
-import GatewayServer
+@testable import GatewayServer
 import HummingbirdTesting
 import Testing
 
@@ -118,6 +118,18 @@ struct RoutingTests {
         try await fixture.test { client in
             let r = try await client.post("/csc/v1/info", headers: [requestIDHeader: id])
             #expect(r.headers[requestIDHeader] == id)
+        }
+    }
+
+    @Test("request ids the gateway makes are distinct lower-case version-4 UUIDs")
+    func madeRequestIDs() {
+        let ids = (0..<1000).map { _ in GatewayResponder.madeRequestID() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(50) {
+            let uuid = try? #require(UUID(uuidString: id))
+            #expect(id == id.lowercased() && id.count == 36)
+            #expect(uuid.map { $0.uuid.6 >> 4 } == 4, "version nibble")
+            #expect(uuid.map { $0.uuid.8 >> 6 } == 2, "RFC 4122 variant")
         }
     }
 
