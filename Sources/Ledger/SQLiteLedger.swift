@@ -20,14 +20,21 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
     public init(path: String, checkpoints: CheckpointSigner? = nil) throws {
         var config = Configuration()
         config.prepareDatabase { db in
-            // FULL: a commit is on disk before `record` returns, even across a power cut.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
             // Keep the pages a batch touches (table, time index, retry ids) in memory instead
             // of re-reading them for every batch (32 MiB per connection, at most).
             try db.execute(sql: "PRAGMA cache_size = -32768")
         }
         config.busyMode = .timeout(5)
         let pool = try DatabasePool(path: path, configuration: config)
+        // FULL: a commit is on disk before `record` returns, even across a power cut. Set here,
+        // after the pool is open: DatabasePool switches its writer to NORMAL when it turns WAL
+        // on, after `prepareDatabase` has run, and NORMAL only survives a crash of the process.
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            guard try Int.fetchOne(db, sql: "PRAGMA synchronous") == Self.synchronousFull else {
+                throw SQLiteLedgerError.notDurable
+            }
+        }
         try LedgerSchema.migrator.migrate(pool)
         self.pool = pool
         let writer = SQLiteChainWriter(pool: pool, heads: try pool.read(ChainHead.loadAll), signer: checkpoints)
@@ -38,6 +45,14 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
 
     public func record(_ event: UsageEvent) async throws {
         try await commits.submit(event)
+    }
+
+    /// `PRAGMA synchronous` of FULL, as SQLite reports it.
+    static let synchronousFull = 2
+
+    /// The writer connection's `PRAGMA synchronous` (for tests: FULL is what durability needs).
+    func writerSynchronous() throws -> Int? {
+        try pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") }
     }
 
     /// Only events whose request id the client chose can come again, so only they are found here.
@@ -96,7 +111,13 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
 
 enum SQLiteLedgerError: Error, CustomStringConvertible {
     case closed
-    var description: String { "the ledger is shut down" }
+    case notDurable
+    var description: String {
+        switch self {
+        case .closed: "the ledger is shut down"
+        case .notDurable: "SQLite did not accept PRAGMA synchronous = FULL, so commits would not be durable"
+        }
+    }
 }
 
 /// The one writer of a SQLite ledger: the chain heads live here, changed only after the

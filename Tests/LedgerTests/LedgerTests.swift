@@ -71,6 +71,17 @@ struct LedgerTests {
         #expect(result.events == ["acme": 3])
     }
 
+    @Test("the SQLite writer commits with synchronous=FULL, not the NORMAL that GRDB's pool sets for WAL")
+    func sqliteCommitsAreFullySynchronous() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cscgate-sync-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let ledger = try SQLiteLedger(path: dir.appendingPathComponent("ledger.sqlite").path)
+        try await ledger.record(event(1, clientChoseID: false))
+        #expect(try ledger.writerSynchronous() == SQLiteLedger.synchronousFull)
+        await ledger.shutdown()
+    }
+
     @Test("concurrent records share commits and keep each tenant's chain contiguous", arguments: Backend.allCases)
     func concurrentGroupCommit(_ backend: Backend) async throws {
         let t = try await TestLedger.make(backend, interval: 100)
