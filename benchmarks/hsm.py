@@ -8,7 +8,10 @@ wrk posting signHash requests (each with its own hash, spending a real gateway S
 release-built gateway whose pkcs11 upstream has `sessions` logged-in sessions. Both run on the
 same 2 cores; rounds alternate raw and gateway, medians are printed with the ratio.
 
-Usage: .venv/bin/python benchmarks/hsm.py [--seconds 5] [--rounds 3] [--sessions 4]
+With --ledger-cost a second gateway on the same token runs with `ledger.enabled: false`, so
+what the durable usage ledger costs on this path is printed too.
+
+Usage: .venv/bin/python benchmarks/hsm.py [--seconds 5] [--rounds 3] [--sessions 4] [--ledger-cost]
 """
 from __future__ import annotations
 
@@ -72,21 +75,27 @@ credentials:
     return {"SOFTHSM2_CONF": str(hsm_dir / "softhsm2.conf")}
 
 
-def start_gateway(work: Path, env: dict) -> subprocess.Popen:
-    log = open(work / "gateway.log", "w")
-    proc = subprocess.Popen([BIN, "serve", "--config", str(work / "gateway.yaml"), "--log-level", "warning"],
+def start_gateway(work: Path, env: dict, port: int = PORT, ledger: bool = True) -> subprocess.Popen:
+    config = work / "gateway.yaml"
+    if not ledger:
+        # The same upstream and tenant, another port, no usage ledger.
+        config = work / "gateway-no-ledger.yaml"
+        config.write_text((work / "gateway.yaml").read_text().replace(f"port: {PORT}}}", f"port: {port}}}")
+                          + "ledger: {enabled: false}\n")
+    log = open(work / f"gateway-{port}.log", "w")
+    proc = subprocess.Popen([BIN, "serve", "--config", str(config), "--log-level", "warning"],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
-            c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=1)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             c.request("GET", "/health")
             if c.getresponse().status == 200:
                 return proc
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit("gateway did not start; see " + str(work / "gateway.log"))
+    raise SystemExit("gateway did not start; see " + str(work / f"gateway-{port}.log"))
 
 
 def raw_rate(work: Path, env: dict, label: str, threads: int, seconds: int) -> float:
@@ -96,11 +105,11 @@ def raw_rate(work: Path, env: dict, label: str, threads: int, seconds: int) -> f
     return float(re.search(r"([\d.]+) signatures/s", out).group(1))
 
 
-def bodies(token: str, label: str, algo: str, count: int) -> list[str]:
+def bodies(token: str, label: str, algo: str, count: int, port: int = PORT) -> list[str]:
     out, left = [], count
     while left > 0:
         n = min(left, MULTISIGN)
-        sad = post(PORT, "/csc/v1/credentials/authorize", {"credentialID": label, "numSignatures": n}, token=token)["SAD"]
+        sad = post(port, "/csc/v1/credentials/authorize", {"credentialID": label, "numSignatures": n}, token=token)["SAD"]
         out += [json.dumps({"credentialID": label, "SAD": sad, "signAlgo": algo,
                             "hash": [base64.b64encode(secrets.token_bytes(32)).decode()]}) for _ in range(n)]
         left -= n
@@ -112,39 +121,58 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=4, help="the pkcs11 upstream's session pool")
+    ap.add_argument("--ledger-cost", action="store_true", help="also run a gateway with ledger.enabled: false")
     args = ap.parse_args()
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} missing: swift build -c release --scratch-path .build-release --product cscgate")
+    sides = {"gateway": PORT} | ({"no-ledger": PORT + 1} if args.ledger_cost else {})
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = setup(work, args.sessions)
-        gw = start_gateway(work, env)
+        procs = []
         try:
-            token = post(PORT, "/csc/v1/auth/login", {}, basic=f"bench-app:{SECRET}")["access_token"]
+            tokens = {}
+            for side, port in sides.items():
+                procs.append(start_gateway(work, env, port, ledger=side == "gateway"))
+                tokens[side] = post(port, "/csc/v1/auth/login", {}, basic=f"bench-app:{SECRET}")["access_token"]
             for r in range(args.rounds):
                 for name, (label, _, algo) in KEYS.items():
                     for conc in (1, 8):
                         raw = raw_rate(work, env, label, conc, args.seconds)
-                        # Sized from the raw rate: the gateway cannot sign faster than the module.
-                        prepared = bodies(token, label, algo, int(raw * 1.5 * args.seconds) + 1000)
-                        res = run_wrk(PORT, prepared, token, conc, args.seconds, work)
-                        if res["errors"]:
-                            raise SystemExit(f"{name} c{conc}: {res['errors']} non-2xx answers; see {work}/gateway.log")
-                        results.setdefault((name, conc), []).append((raw, res))
-                        print(f"round {r + 1} {name:8} c{conc}: raw {raw:8.0f}/s  gateway {res['rps']:8.0f}/s"
-                              f"  ratio {res['rps'] / raw:5.2f}  p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms", flush=True)
+                        row = {"raw": raw}
+                        # Alternate which gateway goes first, so neither always follows the raw run.
+                        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+                        for side in order:
+                            # Sized from the raw rate: the gateway cannot sign faster than the module.
+                            prepared = bodies(tokens[side], label, algo, int(raw * 1.5 * args.seconds) + 1000, sides[side])
+                            res = run_wrk(sides[side], prepared, tokens[side], conc, args.seconds, work)
+                            if res["errors"]:
+                                raise SystemExit(f"{name} c{conc} {side}: {res['errors']} non-2xx answers; see {work}")
+                            row[side] = res
+                            print(f"round {r + 1} {name:8} c{conc} {side:9}: raw {raw:8.0f}/s  signHash {res['rps']:8.0f}/s"
+                                  f"  ratio {res['rps'] / raw:5.2f}  p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms", flush=True)
+                        results.setdefault((name, conc), []).append(row)
         finally:
-            gw.terminate()
-            gw.wait(10)
+            for p in procs:
+                p.terminate()
+                p.wait(10)
+    med = statistics.median
     print(f"\nSoftHSM2 via PKCS#11, {args.rounds} rounds of {args.seconds} s, medians; pool of {args.sessions} sessions; "
-          "raw = in-process threads, gateway = wrk over HTTP, same 2 cores:")
-    print(f"{'':14}{'raw signs/s':>13}{'signHash/s':>12}{'ratio':>8}{'p50':>9}{'p99':>9}")
+          "raw = in-process threads, gateway = wrk over HTTP, same 2 cores; paired = median of each round's own ratio:")
+    print(f"{'':14}{'raw signs/s':>13}{'signHash/s':>12}{'ratio':>8}{'paired':>8}{'p50':>9}{'p99':>9}"
+          + (f"{'no ledger':>11}{'ratio':>8}{'ledger cost':>13}" if args.ledger_cost else ""))
     for (name, conc), rows in results.items():
-        raw = statistics.median(x[0] for x in rows)
-        gw_rps = statistics.median(x[1]["rps"] for x in rows)
-        print(f"{name + ' c' + str(conc):14}{raw:13.0f}{gw_rps:12.0f}{gw_rps / raw:8.2f}"
-              f"{statistics.median(x[1]['p50'] for x in rows):7.2f}ms{statistics.median(x[1]['p99'] for x in rows):7.2f}ms")
+        raw = med(x["raw"] for x in rows)
+        gw_rps = med(x["gateway"]["rps"] for x in rows)
+        line = (f"{name + ' c' + str(conc):14}{raw:13.0f}{gw_rps:12.0f}{gw_rps / raw:8.2f}"
+                f"{med(x['gateway']['rps'] / x['raw'] for x in rows):8.2f}"
+                f"{med(x['gateway']['p50'] for x in rows):7.2f}ms{med(x['gateway']['p99'] for x in rows):7.2f}ms")
+        if args.ledger_cost:
+            free = med(x["no-ledger"]["rps"] for x in rows)
+            line += (f"{free:11.0f}{free / raw:8.2f}"
+                     f"{med(x['gateway']['rps'] / x['no-ledger']['rps'] for x in rows):13.2f}")
+        print(line)
 
 
 if __name__ == "__main__":

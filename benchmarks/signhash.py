@@ -8,7 +8,8 @@ Every request is a real signature: through the gateway each body carries its own
 gateway SAD (numSignatures = multisign), so the gateway's budget checks run on every call.
 With --ledger-cost a third side runs: the same gateway configuration with `ledger.enabled:
 false`, on its own port, so the ledger's cost on the signHash path is printed too (latency at
-each concurrency, and throughput where group commit hides the fsync).
+each concurrency, and throughput where group commit hides the fsync). "paired" is the median of
+the per-round ratios (each round runs every side back to back).
 
 Usage: .venv/bin/python benchmarks/signhash.py [--seconds 5] [--rounds 3] [--concurrency 1,8]
                                                 [--ledger-cost]
@@ -190,21 +191,27 @@ def main():
                 p.terminate()
                 p.wait(10)
     med = lambda side, c, k: statistics.median(x[k] for x in results[(side, c)])
+    # Each round measures every side back to back, so a round's own ratio cancels the drifts of
+    # a shared machine better than a ratio of medians taken from different rounds.
+    paired = lambda a, b, c: statistics.median(x["rps"] / y["rps"] for x, y in zip(results[(a, c)], results[(b, c)]))
     print(f"\nsignHash, EC P-256, {args.rounds} rounds of {args.seconds} s, medians (wrk on the same 2 cores):")
-    print(f"{'':12}{'direct req/s':>14}{'gateway req/s':>15}{'ratio':>8}{'p50 direct':>12}{'p50 gw':>9}"
+    print(f"{'':12}{'direct req/s':>14}{'gateway req/s':>15}{'ratio':>8}{'paired':>8}{'p50 direct':>12}{'p50 gw':>9}"
           f"{'added p50':>11}{'p99 direct':>12}{'p99 gw':>9}")
     for c in concs:
         d, g = med("direct", c, "rps"), med("gateway", c, "rps")
         dp, gp = med("direct", c, "p50"), med("gateway", c, "p50")
-        print(f"{'conc ' + str(c):12}{d:14.0f}{g:15.0f}{g / d:8.2f}{dp:11.2f}ms{gp:7.2f}ms{gp - dp:9.2f}ms"
+        print(f"{'conc ' + str(c):12}{d:14.0f}{g:15.0f}{g / d:8.2f}{paired('gateway', 'direct', c):8.2f}"
+              f"{dp:11.2f}ms{gp:7.2f}ms{gp - dp:9.2f}ms"
               f"{med('direct', c, 'p99'):10.2f}ms{med('gateway', c, 'p99'):7.2f}ms")
     if args.ledger_cost:
         print("\nthe ledger's cost: the same gateway with and without the usage ledger (SQLite, synchronous=FULL):")
-        print(f"{'':12}{'no ledger':>12}{'ledger':>10}{'ratio':>8}{'p50 no-ledger':>15}{'p50 ledger':>12}{'added':>9}")
+        print(f"{'':12}{'no ledger':>12}{'ledger':>10}{'ratio':>8}{'paired':>8}{'p50 no-ledger':>15}{'p50 ledger':>12}"
+              f"{'added':>9}")
         for c in concs:
             n, g = med("no-ledger", c, "rps"), med("gateway", c, "rps")
             np_, gp = med("no-ledger", c, "p50"), med("gateway", c, "p50")
-            print(f"{'conc ' + str(c):12}{n:12.0f}{g:10.0f}{g / n:8.2f}{np_:13.2f}ms{gp:10.2f}ms{gp - np_:7.2f}ms")
+            print(f"{'conc ' + str(c):12}{n:12.0f}{g:10.0f}{g / n:8.2f}{paired('gateway', 'no-ledger', c):8.2f}"
+                  f"{np_:13.2f}ms{gp:10.2f}ms{gp - np_:7.2f}ms")
 
 
 if __name__ == "__main__":

@@ -47,11 +47,6 @@ final class GroupCommit<Item: Sendable>: Sendable {
         }
     }
 
-    convenience init(closedError: @escaping @Sendable () -> any Error,
-                     write: @escaping @Sendable ([Item]) async throws -> Void) {
-        self.init(closedError: closedError, driver: .task(write))
-    }
-
     deinit {
         queue.state.withLock { $0.closed = true }
         queue.wake.signal()

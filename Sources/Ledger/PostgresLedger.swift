@@ -46,7 +46,7 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
         self.logger = logger
         self.checkpoints = checkpoints
         let writer = PostgresChainWriter(client: client, signer: checkpoints, logger: logger)
-        self.commits = GroupCommit(closedError: { PostgresLedgerError(message: "the ledger is shut down") }) { events in
+        self.commits = GroupCommit(closedError: { PostgresLedgerError(message: "the ledger is shut down") }, driver: .task { events in
             do {
                 try await writer.append(events, copy: false)
             } catch {
@@ -55,7 +55,7 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
                 ])
                 throw PostgresLedgerError(error)
             }
-        }
+        })
         do {
             try await Self.withDeadline(connectTimeout, what: "connecting to \(settings.url)") {
                 if migrate {
