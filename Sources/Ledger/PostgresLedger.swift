@@ -16,7 +16,7 @@ import PostgresNIO
 public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
     let client: PostgresClient
     private let runner: Task<Void, Never>
-    private let logger: Logger
+    let logger: Logger
     private let checkpoints: CheckpointSigner?
     /// Set once `init` has connected; the writes it batches need the finished ledger.
     private let commits: GroupCommit<UsageEvent>
@@ -39,7 +39,10 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
                                                   password: password, database: settings.database, tls: tls)
         config.options.maximumConnections = settings.maxConnections
         config.options.connectTimeout = connectTimeout
-        config.options.additionalStartupParameters = [("search_path", settings.schema), ("application_name", "cscgate")]
+        // synchronous_commit is asked for on every connection: a commit must be flushed before
+        // its signatures are answered, whatever the server's or the role's default says.
+        config.options.additionalStartupParameters = [("search_path", settings.schema), ("application_name", "cscgate"),
+                                                      ("synchronous_commit", "on")]
         let client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.client = client
         self.runner = Task { await client.run() }
@@ -63,12 +66,26 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
                 } else {
                     _ = try await client.query("SELECT 1 FROM usage_events LIMIT 1", logger: logger).collect()
                 }
+                // A client cannot turn the server's own flushing back on: say so where the operator looks.
+                if try await Self.setting("fsync", client, logger) == "off" {
+                    logger.warning("PostgreSQL runs with fsync=off: ledger commits do not survive a crash of the database host")
+                }
             }
         } catch {
             runner.cancel()
             await runner.value
             throw PostgresLedgerError(error)
         }
+    }
+
+    /// A run-time setting as this ledger's connections see it (`SHOW`).
+    static func setting(_ name: String, _ client: PostgresClient, _ logger: Logger) async throws -> String? {
+        guard name.allSatisfy({ $0.isLetter || $0 == "_" }) else { return nil }
+        for try await value in try await client.query(PostgresQuery(unsafeSQL: "SHOW \(name)"), logger: logger)
+            .decode(String.self) {
+            return value
+        }
+        return nil
     }
 
     /// Stored once per content address, committed before the address is handed out.

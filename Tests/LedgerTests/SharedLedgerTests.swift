@@ -66,6 +66,24 @@ struct SharedLedgerTests {
         try await PostgresLedger.dropSchema(settings)
     }
 
+    @Test("the ledger's connections commit synchronously even where the role's default says otherwise")
+    func synchronousCommitIsAskedFor() async throws {
+        let settings = try Backend.postgresSettings()
+        let first = try await PostgresLedger(settings: settings, checkpoints: nil)
+        _ = try await first.client.query("ALTER ROLE CURRENT_USER SET synchronous_commit = off").collect()
+        do {
+            // New connections get the role's default unless the client asks for another value.
+            let second = try await PostgresLedger(settings: settings, checkpoints: nil, migrate: false)
+            #expect(try await PostgresLedger.setting("synchronous_commit", second.client, second.logger) == "on")
+            await second.shutdown()
+        } catch {
+            Issue.record("\(error)")
+        }
+        _ = try await first.client.query("ALTER ROLE CURRENT_USER RESET synchronous_commit").collect()
+        await first.shutdown()
+        try await PostgresLedger.dropSchema(settings)
+    }
+
     @Test("an unreachable server fails the start with a message, within the connect timeout")
     func unreachable() async throws {
         _ = try Backend.postgresSettings()
