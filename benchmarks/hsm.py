@@ -58,6 +58,7 @@ upstreams:
     tokenLabel: bench
     pinFile: {hsm_dir}/user.pin
     sessions: {sessions}
+    inlineECDSA: true
     credentials:
 {creds}
 """)

@@ -312,6 +312,30 @@ struct ConfigurationLoaderTests {
                                file: folder.tenantFile("acme.yaml"), line: line(of: "upstreamCredentialID: missing-key", in: acme))
     }
 
+    @Test("ECDSA signs on the HSM pool's threads unless inlineECDSA says the module is in-process and fast")
+    func inlineECDSA() throws {
+        let hsm = { (extra: String) in """
+
+              - name: hsm
+                kind: pkcs11
+                module: /usr/lib/softhsm/libsofthsm2.so
+                tokenLabel: t
+                pinEnv: HSM_PIN\(extra)
+                credentials:
+                  - {label: known-key, authMode: implicit}
+            """ }
+        for (extra, expected) in [("", false), ("\n    inlineECDSA: true", true), ("\n    inlineECDSA: false", false)] {
+            var folder = try ConfigFolder()
+            folder.gateway += hsm(extra)
+            let upstream = try folder.load().gateway.upstreams.first { $0.name == "hsm" }
+            #expect(upstream?.pkcs11?.inlineECDSA == expected, "\(extra)")
+        }
+        var folder = try ConfigFolder()
+        folder.gateway += hsm("\n    inlineECDSA: sometimes")
+        try folder.expectIssue("'upstreams[2].inlineECDSA' must be true or false", file: folder.gatewayFile,
+                               line: line(of: "inlineECDSA: sometimes", in: folder.gateway))
+    }
+
     @Test("a client id used by two tenants names the second file and its line")
     func duplicateClientAcrossTenants() throws {
         var folder = try ConfigFolder()

@@ -143,6 +143,28 @@ extension SoftHSMTests {
             #expect(key.isValidSignature(try P256.Signing.ECDSASignature(rawRepresentation: plain), for: SHA256.hash(data: data)))
         }
 
+        @Test("ECDSA runs on the pool's threads by default; inline (on the caller's thread) only with inlineECDSA")
+        func ecdsaExecution() async throws {
+            let ec = PKCS11KeyDescription.Kind.ec(.p256), rsa = PKCS11KeyDescription.Kind.rsa(bits: 2048)
+            var settings = try SoftHSM.settings(token: "unused", credentials: [])
+            #expect(PKCS11Backend.execution(ec, settings) == .poolThread)
+            settings.inlineECDSA = true
+            #expect(PKCS11Backend.execution(ec, settings) == .inline)
+            #expect(PKCS11Backend.execution(rsa, settings) == .poolThread, "RSA takes milliseconds: never inline")
+
+            // Inline signatures are the same signatures: another backend on this token, inline.
+            _ = try await backend()
+            var inlineSettings = try SoftHSM.settings(token: "signing", credentials: [
+                LocalCredentialSettings(label: "p256", authMode: .implicit, multisign: 10)])
+            inlineSettings.inlineECDSA = true
+            let inline = try PKCS11Backend(name: "hsm-inline", settings: inlineSettings)
+            defer { inline.shutdown() }
+            let key = try #require(P256.Signing.PublicKey(try await inline.keyMaterial("p256", testContext).key.publicKey))
+            let data = Data("inline p256".utf8)
+            let der = try await sign(inline, "p256", [Data(SHA256.hash(data: data))], signAlgo: SignatureAlgorithm.ecdsaWithSHA256)[0]
+            #expect(key.isValidSignature(try P256.Signing.ECDSASignature(derRepresentation: der), for: SHA256.hash(data: data)))
+        }
+
         @Test("ECDSA P-384 with SHA-384 (DER and plain), and a batch of hashes in one request")
         func ecdsaP384() async throws {
             let b = try await backend()

@@ -220,12 +220,17 @@ public struct PKCS11Settings: Sendable {
     public var sessions: Int
     /// Lifetime of the SADs this backend issues (the gateway caps it with `sad.maxLifetime`).
     public var sadLifetime: Int
+    /// ECDSA signing on the calling (event-loop) thread instead of a pool thread. Only for a
+    /// module that signs in microseconds in-process (SoftHSM2): a network or PCIe HSM would
+    /// stall every connection of that event loop for as long as each signature takes.
+    public var inlineECDSA: Bool
     public var credentials: [LocalCredentialSettings]
 
     public init(modulePath: String, tokenLabel: String?, slot: Int?, pin: SecretReference, sessions: Int = 4,
-                sadLifetime: Int = 3600, credentials: [LocalCredentialSettings]) {
+                sadLifetime: Int = 3600, inlineECDSA: Bool = false, credentials: [LocalCredentialSettings]) {
         self.modulePath = modulePath; self.tokenLabel = tokenLabel; self.slot = slot; self.pin = pin
-        self.sessions = sessions; self.sadLifetime = sadLifetime; self.credentials = credentials
+        self.sessions = sessions; self.sadLifetime = sadLifetime; self.inlineECDSA = inlineECDSA
+        self.credentials = credentials
     }
 }
 

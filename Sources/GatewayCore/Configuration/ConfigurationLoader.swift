@@ -351,7 +351,7 @@ public enum ConfigurationLoader {
     /// credentials on the token with how each is authorized.
     static func parsePKCS11Upstream(_ u: YAMLMap, base: URL) -> UpstreamConfiguration? {
         u.rejectUnknownKeys(["name", "kind", "module", "tokenLabel", "slot", "pinEnv", "pinFile", "sessions", "sadLifetime",
-                             "credentialInfoTTL", "credentials", "trustAnchors"])
+                             "inlineECDSA", "credentialInfoTTL", "credentials", "trustAnchors"])
         guard let name = u.string("name", required: true) else { return nil }
         let module = u.string("module", required: true).map { resolve($0, base: base) }
         if let module, !FileManager.default.fileExists(atPath: module) {
@@ -379,7 +379,8 @@ public enum ConfigurationLoader {
         let settings = PKCS11Settings(
             modulePath: module, tokenLabel: tokenLabel, slot: slot, pin: pin,
             sessions: u.int("sessions", default: 4, range: 1...256),
-            sadLifetime: u.int("sadLifetime", default: 3600, range: 10...86400), credentials: credentials)
+            sadLifetime: u.int("sadLifetime", default: 3600, range: 10...86400),
+            inlineECDSA: u.bool("inlineECDSA", default: false), credentials: credentials)
         var upstream = UpstreamConfiguration(
             name: name, baseURL: "", version: .v1, authentication: .none, timeout: 30, connectTimeout: 2, maxConnections: 1,
             credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400), pkcs11: settings)

@@ -169,10 +169,7 @@ public final class PKCS11Backend: SigningBackend {
                                               parameters: request.signAlgorithmParameters, key: material.key,
                                               digestLengths: request.hashes.map(\.count))
         let inputs = request.hashes.map { plan.input(for: $0) }
-        // ECDSA takes tens of microseconds: cheaper inline than a hop to a pool thread and back.
-        var execution = PKCS11Token.Execution.poolThread
-        if case .ec = material.key.kind { execution = .inline }
-        let raw: [[UInt8]] = try await onToken(context, "sign", execution) { session in
+        let raw: [[UInt8]] = try await onToken(context, "sign", Self.execution(material.key.kind, settings)) { session in
             let key = try session.privateKey(label)
             return try inputs.map {
                 try session.module.sign(session.handle, key: key, mechanism: plan.mechanism, parameter: plan.parameter,
@@ -183,6 +180,13 @@ public final class PKCS11Backend: SigningBackend {
             guard let s = plan.encode($0) else { throw CSCError.upstreamFailed(name, "the HSM returned a signature that cannot be read") }
             return s
         })
+    }
+
+    /// Where a signature is made: on a pool thread, unless the operator says this module's
+    /// ECDSA takes microseconds (`inlineECDSA`), where the hop would cost more than the call.
+    static func execution(_ kind: PKCS11KeyDescription.Kind, _ settings: PKCS11Settings) -> PKCS11Token.Execution {
+        if case .ec = kind, settings.inlineECDSA { return .inline }
+        return .poolThread
     }
 
     public func timestamp(_ request: TimestampRequest, _ context: OperationContext) async throws -> TimestampResult {
