@@ -80,9 +80,9 @@ final class GroupCommit<Item: Sendable>: Sendable {
         while let batch = nextBatch(queue) {
             do {
                 try await write(batch.map { $0.0 })
-                for (_, c) in batch { c.resume() }
+                settle(batch, nil)
             } catch {
-                for (_, c) in batch { c.resume(throwing: error) }
+                settle(batch, error)
             }
         }
     }
@@ -93,12 +93,19 @@ final class GroupCommit<Item: Sendable>: Sendable {
             while let batch = nextBatch(queue) {
                 do {
                     try write(batch.map { $0.0 })
-                    for (_, c) in batch { c.resume() }
+                    settle(batch, nil)
                 } catch {
-                    for (_, c) in batch { c.resume(throwing: error) }
+                    settle(batch, error)
                 }
             }
             if queue.state.withLock({ $0.closed && !$0.flushing }) { return }
+        }
+    }
+
+    /// Acknowledges a written batch (`error` nil) or fails every caller in it with `error`.
+    private static func settle(_ batch: [(Item, CheckedContinuation<Void, any Error>)], _ error: (any Error)?) {
+        for (_, c) in batch {
+            if let error { c.resume(throwing: error) } else { c.resume() }
         }
     }
 
