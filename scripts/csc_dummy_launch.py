@@ -6,12 +6,14 @@ classes (csc_dummy.csc_dummy_server.CSCWithCertomancer) with an explicit host an
 
 usage: csc_dummy_launch.py --config FILE --port N --scal {1,2} [--key-root DIR] [--host H]
                            [--service-url-prefix URL]   (must match the Animator's, if given)
+                           [--tls-cert PEM --tls-key PEM] (serve HTTPS instead of HTTP)
 Set CSC_DUMMY_ACCESS_LOG=1 to log every request (off by default: it halves throughput).
 """
 
 import argparse
 import logging
 import os
+import ssl
 
 from aiohttp import web
 from certomancer import registry
@@ -27,7 +29,13 @@ def main():
     p.add_argument('--host', default='127.0.0.1')
     p.add_argument('--service-url-prefix', default=None,
                    help="override the config's external-url-prefix (AIA/CRL URLs in certs)")
+    p.add_argument('--tls-cert', default=None, help='serve HTTPS with this certificate (PEM, chain first)')
+    p.add_argument('--tls-key', default=None, help='the private key of --tls-cert (PEM)')
     args = p.parse_args()
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
 
     logging.basicConfig(
         level=logging.INFO, format='%(asctime)s - %(name)s - %(levelname)s - %(message)s'
@@ -44,7 +52,7 @@ def main():
         cfg, service_params=DummyServiceParams(hash_pinning_required=args.scal >= 2)
     )
     app.register_routes()
-    web.run_app(app.app, host=args.host, port=args.port, access_log=access_log,
+    web.run_app(app.app, host=args.host, port=args.port, access_log=access_log, ssl_context=tls,
                 print=lambda msg: logging.info('%s', msg))
 
 

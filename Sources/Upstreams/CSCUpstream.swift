@@ -1,10 +1,10 @@
-import AsyncHTTPClient
 import CSC
 import Foundation
 import GatewayCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// A vendor's CSC RSSP (v1 or v2) reached over HTTP. Speaks the upstream's version through its
 /// codec, authenticates the gateway as a service client, and turns every upstream fault into a
@@ -13,34 +13,34 @@ public final class CSCUpstream: SigningBackend {
     public let name: String
     let configuration: UpstreamConfiguration
     let codec: CSCCodec
-    let client: HTTPClient
+    let http: UpstreamHTTPClient
+    /// Where `<method>` of this upstream's CSC version is posted: `<baseURL>/csc/<version>/<method>`.
+    let service: UpstreamHTTPClient.Target
     let serviceToken: ServiceTokenSource
     let offeredMethods: MethodsCache
 
     static let maxResponseBytes = 4 << 20
 
-    public init(_ configuration: UpstreamConfiguration) {
+    /// Throws when the TLS trust (`caFile`) cannot be loaded: the gateway then refuses to start.
+    public init(_ configuration: UpstreamConfiguration) throws {
         self.name = configuration.name
         self.configuration = configuration
         self.codec = .of(configuration.version)
-        var http = HTTPClient.Configuration()
-        http.timeout = .init(connect: .milliseconds(Int64(configuration.connectTimeout * 1000)),
-                             read: .milliseconds(Int64(configuration.timeout * 1000)))
-        http.connectionPool = .init(idleTimeout: .seconds(60),
-                                    concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnections)
-        // A refused connection must fail now, not be retried until the request deadline.
-        http.connectionPool.retryConnectionEstablishment = false
-        http.redirectConfiguration = .disallow
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        let settings = UpstreamConnectionPool.Settings(
+            connectTimeout: .milliseconds(Int64(configuration.connectTimeout * 1000)),
+            maxConnections: configuration.maxConnections, maxResponseBytes: Self.maxResponseBytes)
+        var urls = [configuration.baseURL]
+        if case .oauth2ClientCredentials(let tokenURL, _, _) = configuration.authentication { urls.append(tokenURL) }
+        self.http = try UpstreamHTTPClient(settings: settings, caFile: configuration.caFile,
+                                           needsTLS: urls.contains { $0.lowercased().hasPrefix("https:") })
+        self.service = try http.target("\(configuration.baseURL)/csc/\(configuration.version.rawValue)/")
         self.serviceToken = ServiceTokenSource(upstream: configuration.name)
         self.offeredMethods = MethodsCache()
     }
 
     public func shutdown() async {
-        try? await client.shutdown()
+        await http.shutdown()
     }
-
-    var versionBase: String { "\(configuration.baseURL)/csc/\(configuration.version.rawValue)/" }
 
     // MARK: SigningBackend
 
@@ -104,13 +104,12 @@ public final class CSCUpstream: SigningBackend {
     func call(_ method: CSCMethod, _ body: JSONObject, _ context: OperationContext, authenticated: Bool = true) async throws
         -> JSONObject {
         let token = authenticated ? try await serviceToken.token { try await self.obtainServiceToken(context) } : nil
-        let (status, data) = try await post(versionBase + method.rawValue, body: body.serialized(),
-                                            contentType: "application/json", bearer: token, context: context)
+        let payload = body.serialized()
+        let (status, data) = try await post(method, body: payload, bearer: token, context: context)
         if status == 401, authenticated, token != nil {
             await serviceToken.invalidate()
             let fresh = try await serviceToken.token { try await self.obtainServiceToken(context) }
-            let (retryStatus, retryData) = try await post(versionBase + method.rawValue, body: body.serialized(),
-                                                          contentType: "application/json", bearer: fresh, context: context)
+            let (retryStatus, retryData) = try await post(method, body: payload, bearer: fresh, context: context)
             return try interpret(method, retryStatus, retryData, context)
         }
         return try interpret(method, status, data, context)
@@ -153,11 +152,14 @@ public final class CSCUpstream: SigningBackend {
         }
     }
 
-    /// One POST. Uses AsyncHTTPClient's event-loop API with a whole-buffer body: head and body
-    /// go out in one flush from the event loop, where the streaming async API hands the body
-    /// over in a second step (measured: about 1 ms more per call on this machine).
-    func post(_ url: String, body: Data, contentType: String, bearer: String?, basic: (String, String)? = nil,
-              context: OperationContext) async throws -> (UInt, Data) {
+    private func post(_ method: CSCMethod, body: Data, bearer: String?, context: OperationContext) async throws -> (UInt, Data) {
+        let target = UpstreamHTTPClient.Target(pool: service.pool, path: service.path + method.rawValue)
+        return try await post(target, body: body, contentType: "application/json", bearer: bearer, context: context)
+    }
+
+    /// One POST, answered whole within the upstream's `timeout`.
+    func post(_ target: UpstreamHTTPClient.Target, body: Data, contentType: String, bearer: String?,
+              basic: (String, String)? = nil, context: OperationContext) async throws -> (UInt, Data) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Accept", value: "application/json")
@@ -166,48 +168,32 @@ public final class CSCUpstream: SigningBackend {
         if let (user, password) = basic {
             headers.add(name: "Authorization", value: "Basic " + Data("\(user):\(password)".utf8).base64EncodedString())
         }
+        let deadline = NIODeadline.now() + .milliseconds(Int64(configuration.timeout * 1000))
         do {
-            let request = try HTTPClient.Request(url: url, method: .POST, headers: headers,
-                                                 body: .byteBuffer(ByteBuffer(bytes: body)))
-            let accumulator = ResponseAccumulator(request: request, maxBodySize: Self.maxResponseBytes)
-            let deadline = NIODeadline.now() + .milliseconds(Int64(configuration.timeout * 1000))
-            let response = try await client.execute(request: request, delegate: accumulator, deadline: deadline)
-                .futureResult.get()
-            return (response.status.code, response.body.map { Data($0.readableBytesView) } ?? Data())
-        } catch let error as CSCError {
-            throw error
-        } catch is ResponseAccumulator.ResponseTooBigError {
-            throw CSCError.upstreamFailed(name, "sent a response larger than \(Self.maxResponseBytes) bytes")
+            let response = try await http.post(target, headers: headers, body: ByteBuffer(bytes: body), deadline: deadline)
+            return (response.status, Data(response.body.readableBytesView))
         } catch {
             throw translate(error, context)
         }
     }
 
     /// Transport faults as the client should see them; the detail goes to the log only.
-    func translate(_ error: Error, _ context: OperationContext) -> CSCError {
+    func translate(_ error: any Error, _ context: OperationContext) -> CSCError {
         context.logger.warning("upstream transport failure", metadata: [
             "upstream": .string(name), "error": .string(String(describing: error).prefix(200).description),
         ])
-        if let e = error as? HTTPClientError {
-            switch e {
-            case .deadlineExceeded, .readTimeout, .writeTimeout:
-                return .upstreamTimeout(name, seconds: configuration.timeout)
-            case .connectTimeout:
-                return .upstreamUnavailable(name, "connection timed out")
-            case .bodyLengthMismatch:
-                return .upstreamFailed(name, "sent a response that is too large or malformed")
-            case .remoteConnectionClosed:
-                return .upstreamFailed(name, "closed the connection")
-            default:
-                break
-            }
+        switch error as? UpstreamHTTPError {
+        case .deadlineExceeded: return .upstreamTimeout(name, seconds: configuration.timeout)
+        case .connectTimeout: return .upstreamUnavailable(name, "connection timed out")
+        case .connectionRefused: return .upstreamUnavailable(name, "connection refused")
+        case .closed: return .upstreamFailed(name, "closed the connection")
+        case .responseTooLarge(let limit): return .upstreamFailed(name, "sent a response larger than \(limit) bytes")
+        case .malformedResponse: return .upstreamFailed(name, "sent a malformed HTTP response")
+        case .shutDown: return .upstreamUnavailable(name, "the gateway is shutting down")
+        case .connectFailed, nil:
+            if error is NIOSSLError || error is BoringSSLError { return .upstreamUnavailable(name, "TLS handshake failed") }
+            return .upstreamUnavailable(name, "transport error")
         }
-        let text = String(reflecting: error)
-        if text.contains("refused") || text.contains("ConnectionError") {
-            return .upstreamUnavailable(name, "connection refused")
-        }
-        if error is CancellationError { return .upstreamTimeout(name, seconds: configuration.timeout) }
-        return .upstreamUnavailable(name, "transport error")
     }
 
     // MARK: Service authentication
@@ -218,13 +204,17 @@ public final class CSCUpstream: SigningBackend {
             return nil
         case .basic(let user, let passwordReference):
             let password = try resolveSecret(passwordReference)
-            let (status, data) = try await post(versionBase + CSCMethod.authLogin.rawValue, body: Data("{}".utf8),
-                                                contentType: "application/json", bearer: nil, basic: (user, password),
-                                                context: context)
+            let target = UpstreamHTTPClient.Target(pool: service.pool, path: service.path + CSCMethod.authLogin.rawValue)
+            let (status, data) = try await post(target, body: Data("{}".utf8), contentType: "application/json", bearer: nil,
+                                                basic: (user, password), context: context)
             return try tokenAnswer(status, data)
         case .oauth2ClientCredentials(let url, let clientID, let secretReference):
             let secret = try resolveSecret(secretReference)
-            let (status, data) = try await post(url, body: Data("grant_type=client_credentials".utf8),
+            let target: UpstreamHTTPClient.Target
+            do { target = try http.target(url) } catch {
+                throw CSCError.upstreamFailed(name, "has an unusable tokenURL (\(error))")
+            }
+            let (status, data) = try await post(target, body: Data("grant_type=client_credentials".utf8),
                                                 contentType: "application/x-www-form-urlencoded", bearer: nil,
                                                 basic: (clientID, secret), context: context)
             return try tokenAnswer(status, data)

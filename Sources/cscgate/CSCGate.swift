@@ -65,7 +65,13 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let seal = try sadSeal(loaded.gateway.sad, logger: logger)
-        let upstreams = loaded.gateway.upstreams.filter { !$0.isPKCS11 }.map(CSCUpstream.init)
+        var upstreams = [CSCUpstream]()
+        for u in loaded.gateway.upstreams where !u.isPKCS11 {
+            do { upstreams.append(try CSCUpstream(u)) } catch {
+                FileHandle.standardError.write(Data("upstream '\(u.name)': cannot set up TLS (caFile): \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
         // Local HSMs: the module is loaded and the token found now, so a wrong path, label or
         // PIN stops the gateway at start rather than at the first signature.
         var hsms = [PKCS11Backend]()

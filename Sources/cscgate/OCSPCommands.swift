@@ -91,7 +91,7 @@ struct OCSPCommand: AsyncParsableCommand {
                 _ = try await hsm.open(context)
                 return try await hsm.credentialInfo(request, context)
             }
-            let remote = CSCUpstream(upstream)
+            let remote = try CSCUpstream(upstream)
             do {
                 let info = try await remote.credentialInfo(request, context)
                 await remote.shutdown()

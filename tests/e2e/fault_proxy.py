@@ -14,7 +14,8 @@ when `paths` is None):
   * 'nonjson200' answer 200 with an HTML body;
   * 'close'      read the request, then close the connection without answering.
 
-Every request is counted per path (`hits`), and every "SAD" the real upstream returns through
+Every request is counted per path (`hits`), the most requests it held at once is `max_active`
+(reset with `reset_active()`), and every "SAD" the real upstream returns through
 the proxy is kept in `seen_sads`, so a test can check that upstream SADs never leave the
 gateway and never reach its log.
 """
@@ -51,6 +52,8 @@ class FaultProxy:
         self.hits: dict[str, int] = {}
         self.faults_served: dict[str, int] = {}
         self.seen_sads: set[str] = set()
+        self.active = 0
+        self.max_active = 0
         self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -91,6 +94,19 @@ class FaultProxy:
             self._mode = None
             self._paths = None
             self._release.set()
+
+    def reset_active(self) -> None:
+        with self._lock:
+            self.max_active = self.active
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.active -= 1
 
     def _fault_for(self, path: str):
         with self._lock:
@@ -142,6 +158,13 @@ class FaultProxy:
                 self.wfile.write(data)
 
             def _handle(self, method: str):
+                proxy._enter()
+                try:
+                    return self._serve(method)
+                finally:
+                    proxy._leave()
+
+            def _serve(self, method: str):
                 n = int(self.headers.get('Content-Length') or 0)
                 body = self.rfile.read(n) if n > 0 else b''
                 mode, delay, release = proxy._fault_for(self.path)

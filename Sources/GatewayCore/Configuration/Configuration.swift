@@ -200,6 +200,8 @@ public struct UpstreamConfiguration: Sendable {
     public var credentialInfoTTL: Double
     /// PEM files of the CAs this upstream's signer certificates must chain to.
     public var trustAnchors: [String] = []
+    /// PEM roots the upstream's own TLS server certificate must chain to (default: the system's).
+    public var caFile: String? = nil
     /// Set for `kind: pkcs11`: the keys live in a local HSM and the gateway is the RSSP
     /// (`baseURL` and the HTTP settings are then unused).
     public var pkcs11: PKCS11Settings? = nil

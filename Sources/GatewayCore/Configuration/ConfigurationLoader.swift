@@ -300,7 +300,7 @@ public enum ConfigurationLoader {
         let kind = u.string("kind") ?? "csc"
         if kind == "pkcs11" { return parsePKCS11Upstream(u, base: base) }
         u.rejectUnknownKeys(["name", "kind", "baseURL", "version", "auth", "timeout", "connectTimeout", "maxConnections",
-                             "credentialInfoTTL", "trustAnchors"])
+                             "credentialInfoTTL", "trustAnchors", "caFile"])
         guard let name = u.string("name", required: true) else { return nil }
         if kind != "csc" {
             u.log.add("upstream '\(name)': kind '\(kind)' is not supported (supported: csc, pkcs11)", at: u["kind"])
@@ -344,6 +344,13 @@ public enum ConfigurationLoader {
             maxConnections: u.int("maxConnections", default: 16, range: 1...1024),
             credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400))
         upstream.trustAnchors = trustAnchors(u, base: base) ?? []
+        if let caFile = u.string("caFile") {
+            let resolved = resolve(caFile, base: base)
+            if !FileManager.default.fileExists(atPath: resolved) {
+                u.log.add("upstream '\(name)': caFile \(resolved) does not exist", at: u["caFile"])
+            }
+            upstream.caFile = resolved
+        }
         return upstream
     }
 
@@ -385,6 +392,13 @@ public enum ConfigurationLoader {
             name: name, baseURL: "", version: .v1, authentication: .none, timeout: 30, connectTimeout: 2, maxConnections: 1,
             credentialInfoTTL: u.double("credentialInfoTTL", default: 60, range: 0...86400), pkcs11: settings)
         upstream.trustAnchors = trustAnchors(u, base: base) ?? []
+        if let caFile = u.string("caFile") {
+            let resolved = resolve(caFile, base: base)
+            if !FileManager.default.fileExists(atPath: resolved) {
+                u.log.add("upstream '\(name)': caFile \(resolved) does not exist", at: u["caFile"])
+            }
+            upstream.caFile = resolved
+        }
         return upstream
     }
 
