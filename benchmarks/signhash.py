@@ -11,8 +11,12 @@ false`, on its own port, so the ledger's cost on the signHash path is printed to
 each concurrency, and throughput where group commit hides the fsync). "paired" is the median of
 the per-round ratios (each round runs every side back to back).
 
+With --event-loops N the gateways run with CSCGATE_EVENT_LOOPS=N: on this 2-core machine the
+gateway then leaves the other core to the dummy (a single-threaded Python process) instead of
+competing with it for both.
+
 Usage: .venv/bin/python benchmarks/signhash.py [--seconds 5] [--rounds 3] [--concurrency 1,8]
-                                                [--ledger-cost]
+                                                [--ledger-cost] [--event-loops N]
 """
 from __future__ import annotations
 
@@ -59,7 +63,8 @@ def post(port, path, body, token=None, basic=None):
 LEDGER_DIR = os.environ.get("BENCH_LEDGER_DIR")
 
 
-def start_gateway(workdir: Path, port: int = GATEWAY_PORT, ledger: bool = True) -> subprocess.Popen:
+def start_gateway(workdir: Path, port: int = GATEWAY_PORT, ledger: bool = True,
+                  event_loops: int | None = None) -> subprocess.Popen:
     workdir.mkdir(exist_ok=True)
     secret_hash = subprocess.run([BIN, "secret", "hash"], input=SECRET, capture_output=True, text=True,
                                  check=True).stdout.strip()
@@ -81,8 +86,9 @@ credentials:
   - {{id: bench-ec, upstream: vendor-a, upstreamCredentialID: "{CREDENTIAL}"}}
 """)
     log = open(workdir / "gateway.log", "w")
+    env = dict(os.environ, **({"CSCGATE_EVENT_LOOPS": str(event_loops)} if event_loops else {}))
     proc = subprocess.Popen([BIN, "serve", "--config", str(workdir / "gateway.yaml"), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
@@ -157,6 +163,7 @@ def main():
     ap.add_argument("--max-rate", type=int, default=3000, help="upper bound on req/s, to size the prepared bodies")
     ap.add_argument("--concurrency", default="1,8", help="comma-separated wrk connection counts")
     ap.add_argument("--ledger-cost", action="store_true", help="also run a gateway with ledger.enabled: false")
+    ap.add_argument("--event-loops", type=int, default=None, help="CSCGATE_EVENT_LOOPS for the gateways")
     args = ap.parse_args()
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} missing: swift build -c release --scratch-path .build-release --product cscgate")
@@ -169,7 +176,8 @@ def main():
         procs, tokens = [], {}
         try:
             for side in sides[1:]:
-                procs.append(start_gateway(workdir / side, ports[side], ledger=side == "gateway"))
+                procs.append(start_gateway(workdir / side, ports[side], ledger=side == "gateway",
+                                           event_loops=args.event_loops))
                 tokens[side] = post(ports[side], "/csc/v1/auth/login", {}, basic=f"bench-app:{SECRET}")["access_token"]
             info = post(GATEWAY_PORT, "/csc/v1/credentials/info", {"credentialID": "bench-ec"}, token=tokens["gateway"])
             per_sad = int(info["multisign"])
@@ -194,7 +202,8 @@ def main():
     # Each round measures every side back to back, so a round's own ratio cancels the drifts of
     # a shared machine better than a ratio of medians taken from different rounds.
     paired = lambda a, b, c: statistics.median(x["rps"] / y["rps"] for x, y in zip(results[(a, c)], results[(b, c)]))
-    print(f"\nsignHash, EC P-256, {args.rounds} rounds of {args.seconds} s, medians (wrk on the same 2 cores):")
+    loops = f", CSCGATE_EVENT_LOOPS={args.event_loops}" if args.event_loops else ""
+    print(f"\nsignHash, EC P-256, {args.rounds} rounds of {args.seconds} s, medians (wrk on the same 2 cores{loops}):")
     print(f"{'':12}{'direct req/s':>14}{'gateway req/s':>15}{'ratio':>8}{'paired':>8}{'p50 direct':>12}{'p50 gw':>9}"
           f"{'added p50':>11}{'p99 direct':>12}{'p99 gw':>9}")
     for c in concs:

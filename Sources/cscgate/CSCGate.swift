@@ -17,6 +17,15 @@ import Upstreams
 @main
 enum Entry {
     static func main() {
+        // The event-loop count has to be known before the first task runs, so before the
+        // configuration is read: an environment variable, like GOMAXPROCS.
+        if let text = ProcessInfo.processInfo.environment["CSCGATE_EVENT_LOOPS"] {
+            if let n = Int(text), (1...256).contains(n) {
+                NIOSingletons.groupLoopCountSuggestion = n
+            } else {
+                FileHandle.standardError.write(Data("CSCGATE_EVENT_LOOPS must be a number from 1 to 256; using one per core\n".utf8))
+            }
+        }
         _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         // The command runs on the main actor, whose executor is the main queue: the main thread
         // must serve that queue (dispatchMain), not wait.

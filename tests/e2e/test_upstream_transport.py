@@ -185,3 +185,46 @@ def test_a_request_queued_behind_the_limit_keeps_its_deadline(transport):
         assert took < 1.9, f'a 1 s upstream timeout answered after {took:.2f} s'
     # The connection that timed out was closed, not handed to the next caller mid-answer.
     assert _sign(transport, 'single')[0].status_code == 200
+
+
+def _event_loop_threads(pid: int) -> set[str]:
+    """Names of the gateway's NIO event-loop threads (`NIO-SGLTN-<group>-#<n>`, one per loop)."""
+    from pathlib import Path
+    names = {(t / 'comm').read_text().strip() for t in Path(f'/proc/{pid}/task').iterdir()}
+    return {n for n in names if n.startswith('NIO-SGLTN-')}
+
+
+@pytest.mark.parametrize('value,loops', [('1', 1), ('3', 3), ('lots', None)])
+def test_event_loop_count_comes_from_the_environment(peers, tmp_path, value, loops):
+    import os
+    port = free_port()
+    url = f'http://127.0.0.1:{port}'
+    (tmp_path / 'sad.key').write_text(base64.b64encode(bytes(range(32))).decode())
+    config = f"""
+listen: {{host: 127.0.0.1, port: {port}}}
+sad: {{keyFile: sad.key}}
+ledger: {{enabled: false}}
+upstreams:
+  - {{name: vendor-a, kind: csc, baseURL: "{peers['vendor-a'].base_url}"}}
+"""
+    tenant = f"""
+tenant: loops
+clients:
+  - {{id: loops-app, secretHash: "{hash_secret(SECRET)}", scopes: [service]}}
+credentials:
+  - {{id: ec, upstream: vendor-a, upstreamCredentialID: {CRED}}}
+"""
+    with start_gateway(tmp_path, config, {'loops': tenant}, url=url, env={'CSCGATE_EVENT_LOOPS': value}) as gw:
+        token = gateway_login(url, 'loops-app', SECRET)
+        # Traffic on several connections, so that every loop has served something.
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(lambda _: requests.post(f'{url}/csc/v1/credentials/list', json={},
+                                                          headers={'Authorization': f'Bearer {token}'}).status_code,
+                                  range(8)))
+        assert codes == [200] * 8
+        threads = _event_loop_threads(gw.proc.pid)
+        if loops is None:
+            assert 'CSCGATE_EVENT_LOOPS must be a number' in gw.log_path.read_text()
+            assert len(threads) == os.cpu_count(), threads
+        else:
+            assert len(threads) == loops, threads
