@@ -142,13 +142,27 @@ public struct FrontDoor: Sendable {
     }
 
     /// The CSC tables say a header not shaped like `Bearer <token>` is 400, a bad token 401.
+    /// Read on bytes: every request passes here, and Foundation's Unicode-aware trimming and
+    /// lowercasing cost more than the token lookup itself.
     func bearer(_ authorization: String?) throws -> String? {
         guard let authorization else { return nil }
-        let parts = authorization.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty else {
+        let bytes = Array(authorization.utf8)
+        func isBlank(_ b: UInt8) -> Bool { b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") }
+        var start = 0
+        while start < bytes.count, bytes[start] == UInt8(ascii: " ") { start += 1 }
+        let scheme = Array("bearer".utf8)
+        var end = bytes.count
+        while end > start, isBlank(bytes[end - 1]) { end -= 1 }
+        var tokenStart = start + scheme.count
+        guard tokenStart < end, bytes[tokenStart] == UInt8(ascii: " "),
+              zip(bytes[start..<tokenStart], scheme).allSatisfy({ $0 | 0x20 == $1 }) else {
             throw CSCError.invalidRequest("Malformed Authorization header: expected 'Bearer <token>'")
         }
-        return String(parts[1]).trimmingCharacters(in: .whitespaces)
+        while tokenStart < end, isBlank(bytes[tokenStart]) { tokenStart += 1 }
+        guard tokenStart < end else {
+            throw CSCError.invalidRequest("Malformed Authorization header: expected 'Bearer <token>'")
+        }
+        return String(decoding: bytes[tokenStart..<end], as: UTF8.self)
     }
 
     /// HTTP Basic credentials. OAuth clients percent-encode id and secret inside Basic

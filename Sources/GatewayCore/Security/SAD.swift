@@ -86,8 +86,9 @@ public struct SADSeal: Sendable {
 
     /// Opens a SAD; anything forged, truncated or sealed under another key is "Invalid parameter SAD".
     public func open(_ sad: String) throws(CSCError) -> SADClaims {
-        guard sad.hasPrefix(Self.prefix), sad.count < 16_384,
-              let data = Data(base64URL: String(sad.dropFirst(Self.prefix.count))),
+        // utf8.count: String.count walks grapheme clusters, on every signHash.
+        guard sad.utf8.count < 16_384, sad.hasPrefix(Self.prefix),
+              let data = Data(base64URL: String(sad.utf8.dropFirst(Self.prefix.utf8.count)) ?? ""),
               let box = try? AES.GCM.SealedBox(combined: data),
               let plain = try? AES.GCM.open(box, using: key, authenticating: Self.associatedData),
               let claims = SADClaims(plaintext: plain)
