@@ -13,7 +13,7 @@ import PostgresNIO
 /// looked up after the lock, so two instances receiving the same retry record it once.
 ///
 /// `record` returns once the transaction holding the event is committed (synchronous commit).
-public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
+public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore, AuthorizationAttempts {
     let client: PostgresClient
     private let runner: Task<Void, Never>
     let logger: Logger
@@ -109,6 +109,44 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
 
     public func record(_ event: UsageEvent) async throws {
         try await commits.submit(event)
+    }
+
+    // MARK: PIN and OTP attempts, one statement each, shared by every instance on this ledger
+
+    public func reserve(_ key: String, limit: Int) async throws -> Bool {
+        let rows = try await client.query("""
+            INSERT INTO authorization_attempts AS a (key, failures, last_step) VALUES (\(key), 1, -1)
+            ON CONFLICT (key) DO UPDATE SET failures = a.failures + 1 WHERE a.failures < \(limit)
+            RETURNING a.failures
+            """, logger: logger)
+        for try await _ in rows.decode(Int.self) { return true }
+        return false
+    }
+
+    public func accept(_ key: String, step: Int64?) async throws -> Bool {
+        guard let step else {
+            try await client.query("UPDATE authorization_attempts SET failures = 0 WHERE key = \(key)", logger: logger)
+            return true
+        }
+        let rows = try await client.query("""
+            INSERT INTO authorization_attempts AS a (key, failures, last_step) VALUES (\(key), 0, \(step))
+            ON CONFLICT (key) DO UPDATE SET failures = 0, last_step = EXCLUDED.last_step WHERE a.last_step < EXCLUDED.last_step
+            RETURNING a.failures
+            """, logger: logger)
+        for try await _ in rows.decode(Int.self) { return true }
+        return false
+    }
+
+    public func failures(_ key: String) async throws -> Int {
+        for try await n in try await client.query("SELECT failures FROM authorization_attempts WHERE key = \(key)", logger: logger)
+            .decode(Int.self) {
+            return n
+        }
+        return 0
+    }
+
+    public func unlock(_ key: String) async throws {
+        try await client.query("UPDATE authorization_attempts SET failures = 0 WHERE key = \(key)", logger: logger)
     }
 
     /// Appends already-made events in transactions of `chunk`, through COPY and without the
@@ -463,6 +501,9 @@ enum PostgresLedgerSchema {
         ]),
         ("v3: whether the client chose the request id", [
             "ALTER TABLE usage_events ADD COLUMN client_request_id BOOLEAN NOT NULL DEFAULT false",
+        ]),
+        ("v4: PIN and OTP attempts of local credentials", [
+            "CREATE TABLE authorization_attempts (key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_step BIGINT NOT NULL)",
         ]),
     ]
 

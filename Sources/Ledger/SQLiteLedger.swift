@@ -109,6 +109,47 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
     }
 }
 
+/// PIN and OTP attempts in the ledger file: each change is its own transaction, committed
+/// (synchronous=FULL) before the attempt's answer, beside the group commit's writes.
+extension SQLiteLedger: AuthorizationAttempts {
+    public func reserve(_ key: String, limit: Int) async throws -> Bool {
+        try await pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO authorization_attempts (key, failures, last_step) VALUES (?, 1, -1)
+                ON CONFLICT (key) DO UPDATE SET failures = failures + 1 WHERE failures < ?
+                """, arguments: [key, limit])
+            return db.changesCount == 1
+        }
+    }
+
+    public func accept(_ key: String, step: Int64?) async throws -> Bool {
+        try await pool.write { db in
+            if let step {
+                try db.execute(sql: """
+                    INSERT INTO authorization_attempts (key, failures, last_step) VALUES (?, 0, ?)
+                    ON CONFLICT (key) DO UPDATE SET failures = 0, last_step = excluded.last_step
+                      WHERE last_step < excluded.last_step
+                    """, arguments: [key, step])
+            } else {
+                try db.execute(sql: "UPDATE authorization_attempts SET failures = 0 WHERE key = ?", arguments: [key])
+            }
+            return step == nil || db.changesCount == 1
+        }
+    }
+
+    public func failures(_ key: String) async throws -> Int {
+        try await pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT failures FROM authorization_attempts WHERE key = ?", arguments: [key]) ?? 0
+        }
+    }
+
+    public func unlock(_ key: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE authorization_attempts SET failures = 0 WHERE key = ?", arguments: [key])
+        }
+    }
+}
+
 enum SQLiteLedgerError: Error, CustomStringConvertible {
     case closed
     case notDurable
@@ -414,6 +455,12 @@ enum LedgerSchema {
                 DROP TABLE usage_events;
                 ALTER TABLE usage_events_v3 RENAME TO usage_events;
                 CREATE INDEX usage_events_by_time ON usage_events (tenant, time_ms);
+                """)
+        }
+        m.registerMigration("v4: PIN and OTP attempts of local credentials") { db in
+            try db.execute(sql: """
+                CREATE TABLE authorization_attempts (
+                  key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_step INTEGER NOT NULL) WITHOUT ROWID
                 """)
         }
         return m

@@ -81,13 +81,22 @@ struct Serve: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
+        let opened = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
+        let ledger = opened?.ledger
+        if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
+        // PIN and OTP failures of local credentials live beside the ledger, so a restart does
+        // not unlock and instances sharing a PostgreSQL ledger share one count.
+        let attempts: any AuthorizationAttempts = (ledger as? any AuthorizationAttempts) ?? AttemptsInMemory()
+        if ledger == nil && loaded.gateway.upstreams.contains(where: \.isPKCS11) {
+            logger.warning("without the ledger, PIN and OTP failures are counted in this process only: a restart unlocks")
+        }
         // Local HSMs: the module is loaded and the token found now, so a wrong path, label or
         // PIN stops the gateway at start rather than at the first signature.
         var hsms = [PKCS11Backend]()
         for u in loaded.gateway.upstreams {
             guard let settings = u.pkcs11 else { continue }
             do {
-                let hsm = try PKCS11Backend(name: u.name, settings: settings)
+                let hsm = try PKCS11Backend(name: u.name, settings: settings, attempts: attempts)
                 let context = OperationContext(requestID: "startup", logger: logger)
                 for problem in try await hsm.open(context) {
                     logger.warning("HSM credential not usable", metadata: ["upstream": .string(u.name), "problem": .string(problem)])
@@ -100,9 +109,6 @@ struct Serve: AsyncParsableCommand {
         }
         defer { for h in hsms { h.shutdown() } }
         let backends = upstreams.map { ($0.name, $0 as any SigningBackend) } + hsms.map { ($0.name, $0 as any SigningBackend) }
-        let opened = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
-        let ledger = opened?.ledger
-        if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
         let revocation = try SignerCertificateChecking(loaded, evidence: ledger as? any EvidenceStore)
         let counters = try await openCounters(loaded, ledger: ledger, logger: logger)
         let limits = Limits(store: counters.store, timeout: loaded.gateway.counters.timeout,

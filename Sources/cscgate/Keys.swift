@@ -7,7 +7,7 @@ import Upstreams
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Keys and certificates on a local HSM (a kind: pkcs11 upstream).",
-        subcommands: [Generate.self, CSR.self, ImportCert.self, List.self, PinHash.self, Bench.self])
+        subcommands: [Generate.self, CSR.self, ImportCert.self, List.self, PinHash.self, Unlock.self, Bench.self])
 
     struct HSMOptions: ParsableArguments {
         @Option(name: .long, help: "Path to gateway.yaml.")
@@ -175,6 +175,51 @@ struct Keys: AsyncParsableCommand {
             while pin.hasSuffix("\n") || pin.hasSuffix("\r") { pin.removeLast() }
             guard pin.count >= 4 else { throw ValidationError("a PIN must have at least 4 characters") }
             print(try SecretHash.make(secret: pin).encoded)
+        }
+    }
+
+    /// Failures are kept beside the ledger and survive restarts, so unlocking is this command.
+    struct Unlock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Clear a local credential's PIN or OTP failures (a locked PIN or OTP works again).")
+        @Option(name: .long, help: "Path to gateway.yaml.") var config: String = "gateway.yaml"
+        @Option(name: .long, help: "The pkcs11 upstream (default: the only one in gateway.yaml).") var upstream: String?
+        @Option(name: .long, help: "The credential's label in gateway.yaml.") var label: String
+        @Option(name: .long, help: "pin, otp or both.") var factor: String = "both"
+
+        func run() async throws {
+            let loaded: LoadedConfiguration
+            do { loaded = try ConfigurationLoader.load(gatewayFile: config) } catch let error as ConfigurationError {
+                throw ValidationError("configuration is invalid:\n\(error)")
+            }
+            let hsms = loaded.gateway.upstreams.filter(\.isPKCS11)
+            guard let chosen = upstream.map({ name in hsms.first { $0.name == name } }) ?? (hsms.count == 1 ? hsms.first : nil),
+                  let settings = chosen.pkcs11 else {
+                throw ValidationError(upstream.map { "no pkcs11 upstream named '\($0)' in \(config)" }
+                                      ?? "choose the pkcs11 upstream with --upstream")
+            }
+            guard let credential = settings.credentials.first(where: { $0.label == label }) else {
+                throw ValidationError("upstream '\(chosen.name)' has no credential labelled '\(label)'")
+            }
+            var factors = [String]()
+            if factor == "pin" || factor == "both", credential.pinHash != nil { factors.append("pin") }
+            if factor == "otp" || factor == "both", credential.otp != nil { factors.append("otp") }
+            guard ["pin", "otp", "both"].contains(factor) else { throw ValidationError("--factor is pin, otp or both") }
+            guard !factors.isEmpty else { throw ValidationError("credential '\(label)' has no \(factor == "both" ? "PIN or OTP" : factor)") }
+            guard loaded.gateway.ledger.enabled else {
+                throw ValidationError("the ledger is disabled: failures are counted in the gateway process, and a restart clears them")
+            }
+            let opened = try await openLedger(loaded.gateway.ledger)
+            guard let attempts = opened.ledger as? any AuthorizationAttempts else {
+                throw ValidationError("this ledger keeps no PIN and OTP attempts")
+            }
+            for f in factors {
+                let key = PKCS11Backend.attemptsKey(chosen.name, label, f)
+                let before = try await attempts.failures(key)
+                try await attempts.unlock(key)
+                print("\(key): \(before) failure(s) cleared")
+            }
+            await opened.ledger.shutdown()
         }
     }
 }

@@ -68,11 +68,18 @@ def b64(data: bytes) -> str:
 
 
 class HSMGateway:
-    def __init__(self, handle, ca_pem: Path):
+    def __init__(self, handle, ca_pem: Path, start):
         self.handle = handle
         self.url = handle.url
         self.ca_pem = ca_pem
+        self._start = start
         self.token = gateway_login(handle.url, 'hsm-app', SECRET)
+
+    def restart(self):
+        """Stops the gateway and starts it again on the same configuration, token and ledger."""
+        self.handle.stop()
+        self.handle = self._start()
+        self.token = gateway_login(self.url, 'hsm-app', SECRET)
 
     def post(self, path: str, body: dict, v: str = 'v1', token: str | None = None) -> requests.Response:
         return requests.post(f'{self.url}/csc/{v}/{path}', json=body, timeout=30,
@@ -169,12 +176,15 @@ credentials: []
     r = subprocess.run(['bash', str(REPO / 'scripts' / 'softhsm-setup.sh')], env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    handle = start_gateway(work, config, tenants, url=f'http://127.0.0.1:{port}',
-                           env={'SOFTHSM2_CONF': str(hsm_dir / 'softhsm2.conf'), 'HSM_E2E_OTP': OTP_SECRET})
+    def start():
+        return start_gateway(work, config, tenants, url=f'http://127.0.0.1:{port}',
+                             env={'SOFTHSM2_CONF': str(hsm_dir / 'softhsm2.conf'), 'HSM_E2E_OTP': OTP_SECRET})
+    gateway = HSMGateway(start(), ca_dir / 'ca.pem', start)
+    gateway.config_path = work / 'gateway.yaml'
     try:
-        yield HSMGateway(handle, ca_dir / 'ca.pem')
+        yield gateway
     finally:
-        handle.stop()
+        gateway.handle.stop()
 
 
 @pytest.mark.parametrize('cred,pss,pin', [('hsm-rsa', False, None), ('hsm-rsa', True, None), ('hsm-ec', False, PIN)],
@@ -223,6 +233,19 @@ def test_wrong_pin_then_pin_locked(hsm):
     assert_error(hsm.authorize('hsm-ec-lock'), 400, 'invalid_request', 'PIN')
 
 
+def test_a_locked_pin_stays_locked_across_a_restart_until_an_operator_unlocks_it(hsm):
+    for _ in range(3):
+        hsm.authorize('hsm-ec-lock', PIN='000000')
+    assert_error(hsm.authorize('hsm-ec-lock', PIN=PIN), 400, 'invalid_request', 'PIN locked')
+    hsm.restart()
+    assert_error(hsm.authorize('hsm-ec-lock', PIN=PIN), 400, 'invalid_request', 'PIN locked')
+    r = subprocess.run([cscgate_bin(), 'keys', 'unlock', '--config', str(hsm.config_path), '--label', 'ec-lock',
+                        '--factor', 'pin'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'hsm/ec-lock/pin: 3 failure(s) cleared' in r.stdout, r.stdout
+    assert hsm.authorize('hsm-ec-lock', PIN=PIN).status_code == 200
+
+
 def test_wrong_otp_and_replayed_otp(hsm):
     wrong = str((int(totp(OTP_SECRET)) + 1) % 1_000_000).zfill(6)
     assert_error(hsm.authorize('hsm-ec-otp', PIN=PIN, OTP=wrong), 400, 'invalid_otp')
@@ -233,6 +256,9 @@ def test_wrong_otp_and_replayed_otp(hsm):
     code = totp(OTP_SECRET)
     sad = hsm.sad('hsm-ec-otp', 1, PIN=PIN, OTP=code)
     assert hsm.sign('hsm-ec-otp', sad, [hashlib.sha256(b'otp').digest()], ECDSA_SHA256).status_code == 200
+    assert_error(hsm.authorize('hsm-ec-otp', PIN=PIN, OTP=code), 400, 'invalid_otp', 'already used')
+    # A restart does not forget which code was used.
+    hsm.restart()
     assert_error(hsm.authorize('hsm-ec-otp', PIN=PIN, OTP=code), 400, 'invalid_otp', 'already used')
 
 

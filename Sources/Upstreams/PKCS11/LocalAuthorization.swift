@@ -4,70 +4,66 @@ import Foundation
 import GatewayCore
 import Synchronization
 
-/// A credential's PIN: a slow salted hash, and a failure counter that locks it.
+/// A credential's PIN: a slow salted hash, and a failure count that locks it.
 ///
 /// Each attempt is counted as a failure before the hash is checked and forgiven if it
-/// matches, so concurrent guesses cannot get past the limit. The counter lives in the gateway
-/// process: a restart unlocks (an operator action, as on most HSMs' SO reset).
+/// matches, so concurrent guesses cannot get past the limit. The count is kept in
+/// `attempts` (the ledger's database): a restart does not unlock, `cscgate keys unlock` does.
 final class PINCheck: Sendable {
     let hash: SecretHash
     let maxFailures: Int
-    private let failures = Mutex(0)
+    let key: String
+    let attempts: any AuthorizationAttempts
 
-    init(hash: SecretHash, maxFailures: Int) { self.hash = hash; self.maxFailures = maxFailures }
+    init(hash: SecretHash, maxFailures: Int, key: String, attempts: any AuthorizationAttempts) {
+        self.hash = hash; self.maxFailures = maxFailures; self.key = key; self.attempts = attempts
+    }
 
-    func verify(_ pin: String?) async throws {
+    func verify(_ pin: String?, _ context: OperationContext) async throws {
         guard let pin, !pin.isEmpty else { throw CSCError.invalidRequest("Missing (or invalid type) string parameter PIN") }
-        let reserved = failures.withLock { n -> Bool in
-            guard n < maxFailures else { return false }
-            n += 1
-            return true
+        guard try await counted(context, { try await self.attempts.reserve(self.key, limit: self.maxFailures) }) else {
+            throw CSCError.invalidRequest("PIN locked")
         }
-        guard reserved else { throw CSCError.invalidRequest("PIN locked") }
         // scrypt takes tens of milliseconds: keep it off Swift's cooperative threads.
         let hash = self.hash
         let ok = await withCheckedContinuation { c in
             DispatchQueue.global(qos: .userInitiated).async { c.resume(returning: hash.verify(pin)) }
         }
         guard ok else { throw CSCError.invalidPIN() }
-        failures.withLock { $0 = 0 }
+        _ = try await counted(context) { try await self.attempts.accept(self.key, step: nil) }
     }
-
-    var isLocked: Bool { failures.withLock { $0 >= maxFailures } }
 }
 
 /// An offline TOTP (RFC 6238): codes of the previous, current and next time step are
-/// accepted, each step at most once (a code seen before is a replay), and repeated wrong
-/// codes lock it.
+/// accepted, each step at most once (a code seen before is a replay), and repeated wrong or
+/// replayed codes lock it. Failures and the last step accepted are kept in `attempts`.
 final class TOTPCheck: Sendable {
     let secret: [UInt8]
     let digits: Int
     let period: Int
     let algorithm: OTPSettings.Algorithm
     let maxFailures: Int
+    let key: String
+    let attempts: any AuthorizationAttempts
     let now: @Sendable () -> Date
-    private let state = Mutex<(lastStep: Int64, failures: Int)>((-1, 0))
 
-    init(secret: [UInt8], settings: OTPSettings, now: @escaping @Sendable () -> Date) {
+    init(secret: [UInt8], settings: OTPSettings, key: String, attempts: any AuthorizationAttempts,
+         now: @escaping @Sendable () -> Date) {
         self.secret = secret; self.digits = settings.digits; self.period = settings.period
-        self.algorithm = settings.algorithm; self.maxFailures = settings.maxFailures; self.now = now
+        self.algorithm = settings.algorithm; self.maxFailures = settings.maxFailures; self.key = key
+        self.attempts = attempts; self.now = now
     }
 
-    func verify(_ otp: String?) throws {
+    func verify(_ otp: String?, _ context: OperationContext) async throws {
         guard let otp, !otp.isEmpty else { throw CSCError.invalidRequest("Missing (or invalid type) string parameter OTP") }
         let step = Int64(now().timeIntervalSince1970) / Int64(period)
         let matched = [step - 1, step, step + 1].first { constantTimeEquals(Self.code(secret, step: $0, digits: digits, algorithm: algorithm), otp) }
-        try state.withLock { s in
-            guard s.failures < maxFailures else { throw CSCError.invalidRequest("OTP locked") }
-            guard let matched else {
-                s.failures += 1
-                throw CSCError.invalidOTP()
-            }
-            guard matched > s.lastStep else {
-                throw CSCError.invalidOTP("The OTP was already used; wait for the next one")
-            }
-            s.lastStep = matched
-            s.failures = 0
+        guard try await counted(context, { try await self.attempts.reserve(self.key, limit: self.maxFailures) }) else {
+            throw CSCError.invalidRequest("OTP locked")
+        }
+        guard let matched else { throw CSCError.invalidOTP() }
+        guard try await counted(context, { try await self.attempts.accept(self.key, step: matched) }) else {
+            throw CSCError.invalidOTP("The OTP was already used; wait for the next one")
         }
     }
 
@@ -107,6 +103,19 @@ final class TOTPCheck: Sendable {
             }
         }
         return out.isEmpty ? nil : out
+    }
+}
+
+/// A count that cannot be read or written refuses the attempt: a PIN is never checked uncounted.
+private func counted<T: Sendable>(_ context: OperationContext, _ operation: () async throws -> T) async throws -> T {
+    do {
+        return try await operation()
+    } catch {
+        context.logger.error("PIN and OTP attempts cannot be counted", metadata: [
+            "error": .string(String(describing: error).prefix(200).description),
+        ])
+        throw CSCError(status: 503, error: "temporarily_unavailable",
+                       description: "PIN and OTP attempts cannot be counted right now; retry later", headers: ["Retry-After": "5"])
     }
 }
 

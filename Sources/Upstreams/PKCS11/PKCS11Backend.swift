@@ -27,7 +27,9 @@ public final class PKCS11Backend: SigningBackend {
     }
 
     /// Resolves the token PIN and the OTP secrets, loads the module and finds the token.
-    public init(name: String, settings: PKCS11Settings, now: @escaping @Sendable () -> Date = Date.init) throws {
+    /// `attempts` keeps PIN and OTP failures (the ledger's database, so they outlive a restart).
+    public init(name: String, settings: PKCS11Settings, attempts: any AuthorizationAttempts = AttemptsInMemory(),
+                now: @escaping @Sendable () -> Date = Date.init) throws {
         self.name = name
         self.settings = settings
         self.now = now
@@ -39,10 +41,13 @@ public final class PKCS11Backend: SigningBackend {
                 guard let secret = TOTPCheck.base32Decode(try o.secret.resolve()), secret.count >= 10 else {
                     throw PKCS11KeyError("upstream '\(name)', credential '\(c.label)': the OTP secret (\(o.secret)) is not base32 of at least 10 bytes")
                 }
-                otp = TOTPCheck(secret: secret, settings: o, now: now)
+                otp = TOTPCheck(secret: secret, settings: o, key: Self.attemptsKey(name, c.label, "otp"), attempts: attempts,
+                                now: now)
             }
-            credentials[c.label] = LocalCredential(
-                settings: c, pin: c.pinHash.map { PINCheck(hash: $0, maxFailures: c.maxPinFailures) }, otp: otp)
+            let pinCheck = c.pinHash.map {
+                PINCheck(hash: $0, maxFailures: c.maxPinFailures, key: Self.attemptsKey(name, c.label, "pin"), attempts: attempts)
+            }
+            credentials[c.label] = LocalCredential(settings: c, pin: pinCheck, otp: otp)
         }
         self.credentials = credentials
         self.token = try PKCS11Token(modulePath: settings.modulePath, tokenLabel: settings.tokenLabel,
@@ -52,6 +57,11 @@ public final class PKCS11Backend: SigningBackend {
     }
 
     public func shutdown() { token.shutdown() }
+
+    /// Where a credential's PIN or OTP attempts are counted: `<upstream>/<label>/pin|otp`.
+    public static func attemptsKey(_ upstream: String, _ label: String, _ factor: String) -> String {
+        "\(upstream)/\(label)/\(factor)"
+    }
 
     /// Logs in once (a wrong token PIN fails here, at start, not at the first signature) and
     /// reads every configured key; returns a line for each credential whose key or
@@ -139,8 +149,8 @@ public final class PKCS11Backend: SigningBackend {
         }
         if credential.settings.authMode == .explicit {
             // The PIN first: a wrong PIN must not burn the signer's OTP.
-            try await credential.pin?.verify(request.pin)
-            try credential.otp?.verify(request.otp)
+            try await credential.pin?.verify(request.pin, context)
+            try await credential.otp?.verify(request.otp, context)
         }
         let issued = sads.issue(label: credential.settings.label, lifetime: settings.sadLifetime)
         return AuthorizeResult(sad: issued.sad, expiresIn: issued.expiresIn)
