@@ -91,7 +91,7 @@ public struct FrontDoor: Sendable {
         switch method {
         case .authRevoke:
             try await gateway.perform(method, caller, context) { _ in
-                await gateway.revoke(try codec.decodeRevokeRequest(object), by: caller.clientID)
+                try await gateway.revoke(try codec.decodeRevokeRequest(object), by: caller.clientID)
             }
             return FrontDoorResponse(status: 204)
         case .credentialsList:

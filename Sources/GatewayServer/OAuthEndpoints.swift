@@ -23,7 +23,7 @@ extension FrontDoor {
             case "revoke":
                 let client = try authenticateOAuthClient(form, authorization: authorization)
                 guard let token = form["token"], !token.isEmpty else { throw CSCError.invalidRequest("Missing parameter token") }
-                await gateway.revoke(RevokeRequest(token: token, tokenTypeHint: form["token_type_hint"]), by: client.client.id)
+                try await gateway.revoke(RevokeRequest(token: token, tokenTypeHint: form["token_type_hint"]), by: client.client.id)
                 return FrontDoorResponse(status: 204)
             case "authorize", "pushed_authorize":
                 throw CSCError.notImplemented("oauth2/\(path) is not offered: use grant_type client_credentials")

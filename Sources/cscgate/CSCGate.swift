@@ -96,7 +96,8 @@ struct Serve: AsyncParsableCommand {
         for u in loaded.gateway.upstreams {
             guard let settings = u.pkcs11 else { continue }
             do {
-                let hsm = try PKCS11Backend(name: u.name, settings: settings, attempts: attempts)
+                let hsm = try PKCS11Backend(name: u.name, settings: settings, attempts: attempts,
+                                            sadKey: seal.derivedKey(purpose: "local SAD"))
                 let context = OperationContext(requestID: "startup", logger: logger)
                 for problem in try await hsm.open(context) {
                     logger.warning("HSM credential not usable", metadata: ["upstream": .string(u.name), "problem": .string(problem)])
@@ -113,8 +114,10 @@ struct Serve: AsyncParsableCommand {
         let counters = try await openCounters(loaded, ledger: ledger, logger: logger)
         let limits = Limits(store: counters.store, timeout: loaded.gateway.counters.timeout,
                             permitLease: loaded.gateway.counters.permitLease)
+        let sessions = try await openSessions(loaded, logger: logger)
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
-                              ledger: ledger, limits: limits, revocation: revocation?.checker)
+                              ledger: ledger, limits: limits, revocation: revocation?.checker,
+                              sessions: sessions.map { (tokens: $0, budgets: $0) })
         // tenants/ and policies/ change without a restart: SIGHUP, a file watch, POST /admin/v1/reload.
         let reload = ConfigurationReload(gatewayFile: options.config, gateway: gateway)
         var admin = AdminAPI(operators: loaded.gateway.admins)
@@ -128,6 +131,7 @@ struct Serve: AsyncParsableCommand {
             "address": .string("\(loaded.gateway.host):\(loaded.gateway.port)"),
             "tenants": .stringConvertible(loaded.tenants.count), "upstreams": .stringConvertible(backends.count),
             "policies": .stringConvertible(loaded.policies.count), "counters": .string(counters.postgres == nil ? "memory" : "postgres"),
+            "sessions": .string(sessions == nil ? "memory" : "postgres"),
         ])
         // Usage for operators (/admin/v1/usage, usage/export, reports) and for tenants' clients
         // (/tenant/v1/…), read from the ledger this gateway writes.
@@ -141,6 +145,7 @@ struct Serve: AsyncParsableCommand {
             for u in upstreams { await u.shutdown() }
             await revocation?.shutdown()
             await counters.postgres?.shutdown()
+            await sessions?.shutdown()
             await ledger?.shutdown()
             throw error
         }
@@ -149,7 +154,22 @@ struct Serve: AsyncParsableCommand {
         for u in upstreams { await u.shutdown() }
         await revocation?.shutdown()
         await counters.postgres?.shutdown()
+        await sessions?.shutdown()
         await ledger?.shutdown()
+    }
+
+    /// Tokens and SAD budgets: nil keeps them in this process; `sessions:` shares them in
+    /// PostgreSQL, reachable at start like the ledger.
+    func openSessions(_ loaded: LoadedConfiguration, logger: Logger) async throws -> PostgresSessionStore? {
+        guard let pg = loaded.gateway.sessions.postgres else { return nil }
+        do {
+            return try await PostgresSessionStore(settings: pg, timeout: loaded.gateway.sessions.timeout,
+                                                  accessLifetime: loaded.gateway.tokens.accessTokenLifetime,
+                                                  refreshLifetime: loaded.gateway.tokens.refreshTokenLifetime)
+        } catch {
+            FileHandle.standardError.write(Data("cannot open the session store at \(pg.url): \(error)\n".utf8))
+            throw ExitCode(2)
+        }
     }
 
     /// The limit counters: in memory, or PostgreSQL (reachable at start, like the ledger). Monthly

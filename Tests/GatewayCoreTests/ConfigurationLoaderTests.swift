@@ -167,6 +167,20 @@ struct ConfigurationLoaderTests {
         #expect(try folder.load().gateway.counters.permitLease == 600)
     }
 
+    @Test("shared sessions need a url and the same SAD key on every instance; their settings load")
+    func sharedSessions() throws {
+        var folder = try ConfigFolder()
+        folder.gateway += "\nsessions:\n  url: postgres://gw@db.internal/cscgate\n  timeout: 0.3\n"
+        try folder.expectIssue("'sessions.url': shared sessions need the same SAD key on every instance",
+                               file: folder.gatewayFile, line: line(of: "url: postgres", in: folder.gateway))
+        folder.gateway += "sad:\n  keyEnv: CSCGATE_SAD_KEY\n"
+        let loaded = try folder.load().gateway.sessions
+        #expect(loaded.postgres?.host == "db.internal" && loaded.postgres?.database == "cscgate" && loaded.timeout == 0.3)
+        folder.gateway = replacing(folder.gateway, "  url: postgres://gw@db.internal/cscgate\n", with: "  schema: s\n")
+        try folder.expectIssue("'sessions.url' is required", file: folder.gatewayFile, line: line(of: "schema: s", in: folder.gateway))
+        #expect(try ConfigFolder().load().gateway.sessions.postgres == nil, "in this process unless configured")
+    }
+
     @Test("an unknown key in a tenant file names that file and line")
     func unknownTenantKey() throws {
         var folder = try ConfigFolder()

@@ -288,7 +288,7 @@ extension SoftHSMTests {
         func pinLockout() async throws {
             let b = try await backend()
             let ok = try await b.authorize(AuthorizeRequest(credentialID: "pin", numSignatures: 1, pin: "246810"), testContext)
-            #expect(ok.sad.hasPrefix("hsm."))
+            #expect(ok.sad.hasPrefix("hsm1."))
             await expectCSCError("invalid_request", "Missing (or invalid type) string parameter PIN") {
                 _ = try await b.authorize(AuthorizeRequest(credentialID: "pin", numSignatures: 1), testContext)
             }
@@ -383,11 +383,22 @@ extension SoftHSMTests {
                 _ = try await b.signHash(SignHashRequest(credentialID: "pin", sad: issued.sad, hashes: [digest],
                                                          signAlgorithm: SignatureAlgorithm.ecdsaWithSHA256), testContext)
             }
+            // Sealed under another key (another gateway's), or with its label edited: refused.
+            let foreign = LocalSADs(key: SymmetricKey(size: .bits256), now: Self.clock.now).issue(label: "otp", lifetime: 60)
+            let relabelled = issued.sad.replacingOccurrences(of: "." + Data("otp".utf8).base64URL + ".",
+                                                             with: "." + Data("pin".utf8).base64URL + ".")
+            for sad in [foreign.sad, relabelled, issued.sad + "x"] {
+                await expectCSCError("invalid_request", "Invalid parameter SAD") {
+                    _ = try await b.signHash(SignHashRequest(credentialID: "otp", sad: sad, hashes: [digest],
+                                                             signAlgorithm: SignatureAlgorithm.ecdsaWithSHA256), testContext)
+                }
+            }
+            // Kept nowhere: another instance with the same key (sessions shared) accepts it.
+            let twin = LocalSADs(key: b.sads.key, now: Self.clock.now).issue(label: "otp", lifetime: 60)
+            _ = try await b.signHash(SignHashRequest(credentialID: "otp", sad: twin.sad, hashes: [digest],
+                                                     signAlgorithm: SignatureAlgorithm.ecdsaWithSHA256), testContext)
             let extended = try await b.extendTransaction(ExtendTransactionRequest(credentialID: "otp", sad: issued.sad), testContext)
             #expect(extended.expiresIn <= 60)
-            await expectCSCError("invalid_request", "Invalid parameter SAD") {
-                _ = try await b.extendTransaction(ExtendTransactionRequest(credentialID: "otp", sad: issued.sad), testContext)
-            }
             let signed = try await b.signHash(SignHashRequest(credentialID: "otp", sad: extended.sad, hashes: [digest],
                                                               signAlgorithm: SignatureAlgorithm.ecdsaWithSHA256), testContext)
             #expect(signed.signatures.count == 1)

@@ -23,6 +23,8 @@ public struct GatewayConfiguration: Sendable {
     public var ocsp: OCSPSettings = OCSPSettings()
     /// Where limit and quota counters live.
     public var counters = CounterSettings()
+    /// Where tokens and SAD budgets live.
+    public var sessions = SessionSettings()
     /// Seconds between checks of tenants/ and policies/ for changes; 0 turns the watch off.
     public var reloadPollInterval: Double = 2
 
@@ -38,6 +40,19 @@ public struct GatewayConfiguration: Sendable {
 
         public init(postgres: PostgresLedgerSettings? = nil, timeout: Double = 0.25, permitLease: Double = 120) {
             self.postgres = postgres; self.timeout = timeout; self.permitLease = permitLease
+        }
+    }
+
+    /// `sessions:` tokens and SAD budgets in this process (the default), or in PostgreSQL
+    /// shared by every instance, so a client may reach any of them.
+    public struct SessionSettings: Sendable {
+        /// nil: in this process.
+        public var postgres: PostgresLedgerSettings?
+        /// Seconds the shared store has to answer one step before the request is refused (503).
+        public var timeout: Double = 0.5
+
+        public init(postgres: PostgresLedgerSettings? = nil, timeout: Double = 0.5) {
+            self.postgres = postgres; self.timeout = timeout
         }
     }
 

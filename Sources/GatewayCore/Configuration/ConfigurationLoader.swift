@@ -70,7 +70,7 @@ public enum ConfigurationLoader {
     static func parseGateway(_ text: String, base: URL, log: IssueLog) -> GatewayConfiguration? {
         guard let root = YAMLMap.document(text, log: log) else { return nil }
         root.rejectUnknownKeys(["listen", "publicURL", "tenants", "policies", "service", "tokens", "sad", "limits", "upstreams",
-                                "ledger", "admin", "ocsp", "counters", "reload"])
+                                "ledger", "admin", "ocsp", "counters", "sessions", "reload"])
         let listen = root.map("listen")
         listen?.rejectUnknownKeys(["host", "port"])
         let host = listen?.string("host") ?? "127.0.0.1"
@@ -117,6 +117,12 @@ public enum ConfigurationLoader {
             c.log.add("'\(c.key("permitLease"))' (\(counters.permitLease) s) must be longer than the slowest upstream timeout "
                       + "('\(slowest.name)': \(slowest.timeout) s)", at: c["permitLease"] ?? c.node)
         }
+        let sessions = parseSessions(root.map("sessions"), base: base)
+        if let m = root.map("sessions"), sessions.postgres != nil, sad.keyFile == nil, sad.keyEnvironment == nil {
+            // A random per-process SAD key would make every other instance refuse this one's SADs.
+            m.log.add("'\(m.key("url"))': shared sessions need the same SAD key on every instance (set 'sad.keyFile' or 'sad.keyEnv')",
+                      at: m["url"] ?? m.node)
+        }
         var reloadPoll = 2.0
         if let r = root.map("reload") {
             r.rejectUnknownKeys(["pollInterval"])
@@ -132,6 +138,7 @@ public enum ConfigurationLoader {
             maxHashesPerRequest: limits?.int("maxHashesPerRequest", default: 1000, range: 1...100_000) ?? 1000,
             upstreams: upstreams, ledger: ledger, admins: admins)
         configuration.counters = counters
+        configuration.sessions = sessions
         configuration.reloadPollInterval = reloadPoll
         configuration.ocsp = parseOCSP(root.map("ocsp"))
         return configuration
@@ -209,11 +216,29 @@ public enum ConfigurationLoader {
         m.rejectUnknownKeys(["url", "passwordEnv", "passwordFile", "schema", "maxConnections", "timeout", "permitLease"])
         var settings = GatewayConfiguration.CounterSettings(timeout: m.double("timeout", default: 0.25, range: 0.01...30),
                                                            permitLease: m.double("permitLease", default: 120, range: 1...86400))
+        settings.postgres = sharedPostgres(m, base: base, section: "counters", what: "PostgreSQL counters",
+                                           extraKeys: ["permitLease"])
+        return settings
+    }
+
+    /// `sessions:` absent means tokens and SAD budgets live in this process; `url` shares them.
+    static func parseSessions(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.SessionSettings {
+        guard let m else { return .init() }
+        m.rejectUnknownKeys(["url", "passwordEnv", "passwordFile", "schema", "maxConnections", "timeout"])
+        var settings = GatewayConfiguration.SessionSettings(timeout: m.double("timeout", default: 0.5, range: 0.01...30))
+        settings.postgres = sharedPostgres(m, base: base, section: "sessions", what: "a shared session store", extraKeys: [])
+        if m.string("url") == nil { m.log.add("'\(m.key("url"))' is required: the PostgreSQL database the instances share", at: m.node) }
+        return settings
+    }
+
+    /// The PostgreSQL part of a section shared by instances (`url`, password, schema, pool).
+    private static func sharedPostgres(_ m: YAMLMap, base: URL, section: String, what: String,
+                                       extraKeys: [String]) -> GatewayConfiguration.PostgresLedgerSettings? {
         guard let url = m.string("url") else {
-            for key in ["passwordEnv", "passwordFile", "schema", "maxConnections", "permitLease"] where m[key] != nil {
-                m.log.add("'\(m.key(key))' applies to PostgreSQL counters only (set 'counters.url')", at: m[key])
+            for key in ["passwordEnv", "passwordFile", "schema", "maxConnections"] + extraKeys where m[key] != nil {
+                m.log.add("'\(m.key(key))' applies to \(what) only (set '\(section).url')", at: m[key])
             }
-            return settings
+            return nil
         }
         switch GatewayConfiguration.PostgresLedgerSettings.parse(url: url) {
         case .success(var pg):
@@ -221,11 +246,11 @@ public enum ConfigurationLoader {
             if let file = m.string("passwordFile") { pg.password = .file(resolve(file, base: base)) }
             if let schema = m.string("schema") { pg.schema = schema }
             pg.maxConnections = m.int("maxConnections", default: 8, range: 1...200)
-            settings.postgres = pg
+            return pg
         case .failure(let error):
             m.log.add("'\(m.key("url"))': \(error)", at: m["url"])
+            return nil
         }
-        return settings
     }
 
     /// `ledger:` either `path` (SQLite, the default) or `url` (PostgreSQL) with the password

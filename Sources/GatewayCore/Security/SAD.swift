@@ -61,7 +61,7 @@ private extension Result {
 
 /// Seals and opens gateway SADs. The key is the gateway's; rotating it invalidates all SADs.
 public struct SADSeal: Sendable {
-    private let key: SymmetricKey
+    let key: SymmetricKey
     private static let prefix = "gsad1."
     private static let associatedData = Data("cscgate SAD v1".utf8)
 

@@ -63,14 +63,14 @@ func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
     return diff == 0
 }
 
-func randomBytes(_ n: Int) -> Data {
+public func randomBytes(_ n: Int) -> Data {
     var g = SystemRandomNumberGenerator()
     return Data((0..<n).map { _ in UInt8.random(in: 0...255, using: &g) })
 }
 
 extension Data {
     /// Byte-wise, not through Foundation's string search: this runs for every SAD.
-    var base64URL: String {
+    public var base64URL: String {
         var bytes = [UInt8]()
         bytes.reserveCapacity((count + 2) / 3 * 4)
         for b in base64EncodedData() {
@@ -84,7 +84,7 @@ extension Data {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    init?(base64URL s: String) {
+    public init?(base64URL s: String) {
         var bytes = [UInt8]()
         bytes.reserveCapacity(s.utf8.count + 3)
         for b in s.utf8 {
@@ -99,7 +99,7 @@ extension Data {
     }
 
     /// Lower-case hex, without a format string per byte.
-    var hex: String {
+    public var hex: String {
         let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(count * 2)

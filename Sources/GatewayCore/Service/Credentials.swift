@@ -244,13 +244,13 @@ extension Gateway {
         defer { admission.finish() }
         note.stage("upstream")
         // Take what is left in one step; a signHash racing this extension finds the old SAD spent.
-        let left = usage.retire(claims)
+        let left = try await usage.retire(claims)
         do {
             let result = try await extend(claims, left: left, route, backend, credential, request, context)
-            usage.settle(claims)
+            await usage.settle(claims)
             return result
         } catch {
-            usage.restore(claims)
+            await usage.restore(claims)
             throw error
         }
     }

@@ -10,9 +10,9 @@ public final class Gateway: Sendable {
     /// Tenants and policies, swapped whole on reload; a request reads the one it started with.
     let snapshotBox: Mutex<GatewaySnapshot>
     let backends: [String: any SigningBackend]
-    public let tokens: TokenStore
+    public let tokens: any SessionTokens
     let seal: SADSeal
-    let usage: SADUsage
+    let usage: any SADBudgets
     let catalog: CredentialCatalog
     let ledger: (any UsageLedger)?
     public let limits: Limits
@@ -23,15 +23,16 @@ public final class Gateway: Sendable {
 
     public init(configuration: LoadedConfiguration, backends: [String: any SigningBackend], seal: SADSeal,
                 ledger: (any UsageLedger)? = nil, limits: Limits = Limits(), revocation: (any RevocationChecker)? = nil,
+                sessions: (tokens: any SessionTokens, budgets: any SADBudgets)? = nil,
                 now: @escaping @Sendable () -> Date = Date.init) {
         self.configuration = configuration.gateway
         self.snapshotBox = Mutex(GatewaySnapshot(configuration))
         self.limits = limits
         self.backends = backends
-        self.tokens = TokenStore(accessLifetime: configuration.gateway.tokens.accessTokenLifetime,
-                                 refreshLifetime: configuration.gateway.tokens.refreshTokenLifetime, now: now)
+        self.tokens = sessions?.tokens ?? TokenStore(accessLifetime: configuration.gateway.tokens.accessTokenLifetime,
+                                                     refreshLifetime: configuration.gateway.tokens.refreshTokenLifetime, now: now)
         self.seal = seal
-        self.usage = SADUsage(now: now)
+        self.usage = sessions?.budgets ?? SADUsage(now: now)
         self.catalog = CredentialCatalog(ttlByUpstream: Dictionary(
             configuration.gateway.upstreams.map { ($0.name, $0.credentialInfoTTL) }, uniquingKeysWith: { a, _ in a }))
         self.ledger = ledger
@@ -112,7 +113,9 @@ extension Gateway {
             guard basic == nil else {
                 throw CSCError.invalidRequest("Send either an Authorization header or refresh_token, not both")
             }
-            do { return try tokens.refresh(refresh) } catch {
+            do { return try await tokens.refresh(refresh, clientID: nil) } catch let e as CSCError where e.status == 503 {
+                throw e
+            } catch {
                 throw CSCError.authenticationError("The refresh token is not valid")
             }
         }
@@ -121,7 +124,7 @@ extension Gateway {
                            headers: ["WWW-Authenticate": "Basic realm=\"cscgate\""])
         }
         let entry = try authenticateClient(id: basic.id, secret: basic.secret, failure: .authenticationError())
-        return tokens.issue(tenantID: entry.tenantID, clientID: entry.client.id, scopes: entry.client.scopes,
+        return try await tokens.issue(tenantID: entry.tenantID, clientID: entry.client.id, scopes: entry.client.scopes,
                                   withRefreshToken: request.rememberMe)
     }
 
@@ -129,13 +132,13 @@ extension Gateway {
     public func token(grantType: String, client: TenantDirectory.ClientEntry, refreshToken: String?) async throws -> TokenResult {
         switch grantType {
         case "client_credentials":
-            return tokens.issue(tenantID: client.tenantID, clientID: client.client.id, scopes: client.client.scopes,
+            return try await tokens.issue(tenantID: client.tenantID, clientID: client.client.id, scopes: client.client.scopes,
                                       withRefreshToken: false)
         case "refresh_token":
             guard let refreshToken, !refreshToken.isEmpty else {
                 throw CSCError.invalidRequest("Missing parameter refresh_token")
             }
-            return try tokens.refresh(refreshToken, clientID: client.client.id)
+            return try await tokens.refresh(refreshToken, clientID: client.client.id)
         case "authorization_code":
             throw CSCError.unsupportedGrantType("grant_type authorization_code is not offered; use client_credentials")
         default:
@@ -144,13 +147,13 @@ extension Gateway {
     }
 
     public func authenticate(accessToken: String) async throws(CSCError) -> Caller {
-        let caller = try tokens.authenticate(accessToken: accessToken)
+        let caller = try await tokens.authenticate(accessToken: accessToken)
         // A client removed from configuration loses access at once, whatever tokens it holds.
         guard directory.client(caller.clientID)?.tenantID == caller.tenantID else { throw .invalidToken() }
         return caller
     }
 
-    public func revoke(_ request: RevokeRequest, by clientID: String) async {
-        tokens.revoke(request.token, clientID: clientID)
+    public func revoke(_ request: RevokeRequest, by clientID: String) async throws(CSCError) {
+        try await tokens.revoke(request.token, clientID: clientID)
     }
 }

@@ -127,36 +127,33 @@ private func constantTimeEquals(_ a: String, _ b: String) -> Bool {
     return diff == 0
 }
 
-/// The SADs this backend has issued: opaque random strings, each for one credential until it
-/// expires. The gateway seals them and enforces budgets and hash binding; this only makes sure
-/// a SAD reaching the HSM was issued here, for this key, and is still alive.
-final class LocalSADs: Sendable {
-    private let issued = Mutex<[String: (label: String, expires: Date)]>([:])
+/// The SADs this backend issues: the credential's label and an expiry under an HMAC, kept
+/// nowhere. Any instance with the same SAD key accepts them, and a restart keeps them
+/// valid. The gateway seals them inside its own SADs and carries budget, hash binding and
+/// retirement; this only makes sure a SAD reaching the HSM was issued for this key and is alive.
+struct LocalSADs: Sendable {
+    private static let prefix = "hsm1."
+    let key: SymmetricKey
     let now: @Sendable () -> Date
 
-    init(now: @escaping @Sendable () -> Date) { self.now = now }
-
     func issue(label: String, lifetime: Int, expires: Date? = nil) -> (sad: String, expiresIn: Int) {
-        var bytes = [UInt8](repeating: 0, count: 32)
-        for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255) }
-        let sad = "hsm." + Data(bytes).base64EncodedString()
         let t = now()
         let end = expires ?? t.addingTimeInterval(Double(lifetime))
-        issued.withLock { map in
-            if map.count > 10_000 { map = map.filter { $0.value.expires > t } }
-            map[sad] = (label, end)
-        }
-        return (sad, max(1, Int(end.timeIntervalSince(t).rounded(.down))))
+        let body = "\(Int(end.timeIntervalSince1970.rounded(.down)))." + Data(label.utf8).base64URL + "." + randomBytes(12).base64URL
+        let tag = Data(HMAC<SHA256>.authenticationCode(for: Data(body.utf8), using: key)).base64URL
+        return (Self.prefix + body + "." + tag, max(1, Int(end.timeIntervalSince(t).rounded(.down))))
     }
 
     /// The SAD's expiry, or the CSC error a client would get for it.
     func check(_ sad: String?, label: String) throws -> Date {
-        guard let sad, let entry = issued.withLock({ $0[sad] }), entry.label == label else {
-            throw CSCError.invalidRequest("Invalid parameter SAD")
-        }
-        guard entry.expires > now() else { throw CSCError.invalidRequest("SAD expired") }
-        return entry.expires
+        guard let sad, sad.utf8.count < 4096, sad.hasPrefix(Self.prefix) else { throw CSCError.invalidRequest("Invalid parameter SAD") }
+        let parts = sad.dropFirst(Self.prefix.count).split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, let tag = Data(base64URL: String(parts[3])),
+              HMAC<SHA256>.isValidAuthenticationCode(tag, authenticating: Data(parts[0...2].joined(separator: ".").utf8), using: key),
+              let seconds = Int(parts[0]), Data(base64URL: String(parts[1])) == Data(label.utf8)
+        else { throw CSCError.invalidRequest("Invalid parameter SAD") }
+        let expires = Date(timeIntervalSince1970: Double(seconds))
+        guard expires > now() else { throw CSCError.invalidRequest("SAD expired") }
+        return expires
     }
-
-    func retire(_ sad: String) { _ = issued.withLock { $0.removeValue(forKey: sad) } }
 }

@@ -1,4 +1,5 @@
 import CPKCS11
+import Crypto
 import CSC
 import Foundation
 import GatewayCore
@@ -28,8 +29,10 @@ public final class PKCS11Backend: SigningBackend {
 
     /// Resolves the token PIN and the OTP secrets, loads the module and finds the token.
     /// `attempts` keeps PIN and OTP failures (the ledger's database, so they outlive a restart).
+    /// `sadKey` authenticates this backend's own SADs; instances sharing sessions must share it
+    /// (`cscgate serve` derives it from the SAD key).
     public init(name: String, settings: PKCS11Settings, attempts: any AuthorizationAttempts = AttemptsInMemory(),
-                now: @escaping @Sendable () -> Date = Date.init) throws {
+                sadKey: SymmetricKey = SymmetricKey(size: .bits256), now: @escaping @Sendable () -> Date = Date.init) throws {
         self.name = name
         self.settings = settings
         self.now = now
@@ -52,7 +55,7 @@ public final class PKCS11Backend: SigningBackend {
         self.credentials = credentials
         self.token = try PKCS11Token(modulePath: settings.modulePath, tokenLabel: settings.tokenLabel,
                                      slot: settings.slot.map { CK_SLOT_ID($0) }, pin: pin, sessions: settings.sessions)
-        self.sads = LocalSADs(now: now)
+        self.sads = LocalSADs(key: sadKey, now: now)
         self.keys = KeyCache()
     }
 
@@ -160,7 +163,6 @@ public final class PKCS11Backend: SigningBackend {
     public func extendTransaction(_ request: ExtendTransactionRequest, _ context: OperationContext) async throws -> AuthorizeResult {
         let credential = try local(request.credentialID)
         let expires = try sads.check(request.sad, label: credential.settings.label)
-        sads.retire(request.sad)
         let issued = sads.issue(label: credential.settings.label, lifetime: settings.sadLifetime, expires: expires)
         return AuthorizeResult(sad: issued.sad, expiresIn: issued.expiresIn)
     }
