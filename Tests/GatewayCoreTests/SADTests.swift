@@ -95,7 +95,7 @@ struct SADUsageTests {
     @Test("the budget is consumed exactly")
     func budgetExact() async throws {
         let usage = SADUsage()
-        let c = claims(numSignatures: 5)
+        let c = claims(numSignatures: 5, id: usage.newSADID())
         #expect(await usage.left(c) == 5)
         try await usage.consume(c, hashes: ["a", "b"])
         #expect(await usage.left(c) == 3)
@@ -109,7 +109,7 @@ struct SADUsageTests {
     @Test("over budget is refused without consuming anything")
     func overBudgetRefusedWithoutConsuming() async throws {
         let usage = SADUsage()
-        let c = claims(numSignatures: 3)
+        let c = claims(numSignatures: 3, id: usage.newSADID())
         try await usage.consume(c, hashes: ["a"])
         await #expect(throws: CSCError.invalidRequest("Numbers of signatures is too high")) {
             try await usage.consume(c, hashes: ["b", "c", "d"])
@@ -122,7 +122,7 @@ struct SADUsageTests {
     @Test("SCAL 2: the hashes are a multiset — [h1,h2] allows h1 once and h2 once, nothing more")
     func scal2Multiset() async throws {
         let usage = SADUsage()
-        let c = claims(numSignatures: 2, hashes: ["h1", "h2"])
+        let c = claims(numSignatures: 2, hashes: ["h1", "h2"], id: usage.newSADID())
         await #expect(throws: CSCError.invalidRequest("Hash is not authorized by the SAD")) {
             try await usage.consume(c, hashes: ["h1", "h1"])
         }
@@ -144,7 +144,7 @@ struct SADUsageTests {
     @Test("SCAL 2: a hash authorized twice may be signed twice")
     func scal2Duplicates() async throws {
         let usage = SADUsage()
-        let c = claims(numSignatures: 2, hashes: ["h1", "h1"])
+        let c = claims(numSignatures: 2, hashes: ["h1", "h1"], id: usage.newSADID())
         try await usage.consume(c, hashes: ["h1", "h1"])
         #expect(await usage.left(c) == 0)
     }
@@ -152,7 +152,7 @@ struct SADUsageTests {
     @Test("a refund (failed upstream call) restores count and hashes")
     func refundRestores() async throws {
         let usage = SADUsage()
-        let c = claims(numSignatures: 2, hashes: ["h1", "h2"])
+        let c = claims(numSignatures: 2, hashes: ["h1", "h2"], id: usage.newSADID())
         try await usage.consume(c, hashes: ["h1"])
         await usage.refund(c, hashes: ["h1"])
         #expect(await usage.left(c) == 2)
@@ -163,21 +163,30 @@ struct SADUsageTests {
     @Test("retire (extendTransaction) hands over what is left and makes the old SAD unusable")
     func retire() async throws {
         let usage = SADUsage()
-        let c = claims(numSignatures: 4)
+        let c = claims(numSignatures: 4, id: usage.newSADID())
         try await usage.consume(c, hashes: ["a"])
-        #expect(await usage.retire(c) == 3)
+        #expect(try await usage.retire(c) == 3)
         #expect(await usage.left(c) == 0)
         await #expect(throws: CSCError.invalidRequest("Invalid parameter SAD: its signatures are used up")) {
             try await usage.consume(c, hashes: ["b"])
         }
         // Retiring it again hands over nothing: the remainder moved to the new SAD once.
-        #expect(await usage.retire(c) == 0)
+        #expect(try await usage.retire(c) == 0)
+    }
+
+    @Test("a SAD whose budget an earlier process kept is refused as expired, not trusted with a fresh budget")
+    func earlierProcess() async throws {
+        let before = SADUsage(), after = SADUsage()
+        let c = claims(numSignatures: 2, id: before.newSADID())
+        try await before.consume(c, hashes: ["a", "b"])
+        await #expect(throws: CSCError.invalidRequest("SAD expired")) { try await after.consume(c, hashes: ["a"]) }
+        await #expect(throws: CSCError.invalidRequest("SAD expired")) { _ = try await after.retire(c) }
     }
 
     @Test("SADs are counted separately by id")
     func separateIDs() async throws {
         let usage = SADUsage()
-        let a = claims(numSignatures: 1), b = claims(numSignatures: 1)
+        let a = claims(numSignatures: 1, id: usage.newSADID()), b = claims(numSignatures: 1, id: usage.newSADID())
         try await usage.consume(a, hashes: ["x"])
         try await usage.consume(b, hashes: ["x"])
         #expect(await usage.left(a) == 0)
@@ -187,7 +196,7 @@ struct SADUsageTests {
     @Test("200 concurrent signatures against a budget of 50: exactly 50 succeed")
     func concurrentConsume() async {
         let usage = SADUsage()
-        let c = claims(numSignatures: 50)
+        let c = claims(numSignatures: 50, id: usage.newSADID())
         let succeeded = await withTaskGroup(of: Bool.self) { group in
             for i in 0..<200 {
                 group.addTask {

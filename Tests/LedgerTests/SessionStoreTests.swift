@@ -32,8 +32,8 @@ struct SessionPair: Sendable {
     }
 }
 
-private func claims(_ n: Int, hashes: [String]? = nil, id: String = UUID().uuidString) -> SADClaims {
-    SADClaims(id: id, tenantID: "acme", clientID: "acme-app", credentialID: "ec", upstreamSAD: "u",
+private func claims(_ n: Int, hashes: [String]? = nil, from budgets: any SADBudgets) -> SADClaims {
+    SADClaims(id: budgets.newSADID(), tenantID: "acme", clientID: "acme-app", credentialID: "ec", upstreamSAD: "u",
               expires: Int(Date().timeIntervalSince1970) + 600, upstreamExpires: Int(Date().timeIntervalSince1970) + 600,
               numSignatures: n, hashes: hashes)
 }
@@ -117,7 +117,7 @@ struct SessionStoreTests {
           arguments: SessionBackend.allCases)
     func budgetAcrossInstances(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
-        let c = claims(3)
+        let c = claims(3, from: s.budgets[0])
         try await s.budgets[0].consume(c, hashes: ["a"])
         let tooMany = await refusal { try await s.budgets[1].consume(c, hashes: ["b", "c", "d"]) }
         #expect(tooMany?.errorDescription == "Numbers of signatures is too high")
@@ -133,7 +133,7 @@ struct SessionStoreTests {
           arguments: SessionBackend.allCases)
     func hashBinding(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
-        let c = claims(4, hashes: ["h1", "h2", "h1", "h3"])
+        let c = claims(4, hashes: ["h1", "h2", "h1", "h3"], from: s.budgets[0])
         try await s.budgets[0].consume(c, hashes: ["h1"])
         let foreign = await refusal { try await s.budgets[1].consume(c, hashes: ["h4"]) }
         #expect(foreign?.errorDescription == "Hash is not authorized by the SAD")
@@ -152,7 +152,7 @@ struct SessionStoreTests {
           arguments: SessionBackend.allCases)
     func concurrentSpending(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
-        let c = claims(7)
+        let c = claims(7, from: s.budgets[0])
         let taken = await withTaskGroup(of: Bool.self) { group in
             for i in 0..<20 {
                 group.addTask { await refusal { try await s.budgets[i % 2].consume(c, hashes: ["h\(i)"]) } == nil }
@@ -167,7 +167,7 @@ struct SessionStoreTests {
           arguments: SessionBackend.allCases)
     func retirement(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
-        let c = claims(5, hashes: ["a", "b", "c", "d", "e"])
+        let c = claims(5, hashes: ["a", "b", "c", "d", "e"], from: s.budgets[0])
         try await s.budgets[0].consume(c, hashes: ["a", "b"])
         #expect(try await s.budgets[1].retire(c) == 3)
         let retired = await refusal { try await s.budgets[0].consume(c, hashes: ["c"]) }
@@ -180,7 +180,7 @@ struct SessionStoreTests {
         let settled = await refusal { try await s.budgets[1].consume(c, hashes: ["d"]) }
         #expect(settled != nil, "a settled extension is not undone by a late restore")
         // A SAD never seen before retires with its whole budget.
-        #expect(try await s.budgets[1].retire(claims(4)) == 4)
+        #expect(try await s.budgets[1].retire(claims(4, from: s.budgets[0])) == 4)
         await s.close()
     }
 
@@ -195,7 +195,7 @@ struct SessionStoreTests {
         #expect(e?.status == 503 && e?.error == "temporarily_unavailable")
         #expect(e?.errorDescription.contains(settings.host) == false && e?.errorDescription.contains("postgres") == false)
         #expect(ContinuousClock.now - started < .seconds(3))
-        let spent = await refusal { try await store.consume(claims(1), hashes: ["a"]) }
+        let spent = await refusal { try await store.consume(claims(1, from: store), hashes: ["a"]) }
         #expect(spent?.status == 503, "no budget is granted on a guess")
 
         var closed = settings

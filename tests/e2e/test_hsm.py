@@ -272,6 +272,17 @@ def test_sad_replay_and_scal2_hash_binding(hsm):
     assert_error(hsm.authorize('hsm-ec', 1, PIN=PIN), 400, 'invalid_request', 'SCAL 2')
 
 
+def test_a_sad_from_before_a_restart_is_refused_not_given_a_fresh_budget(hsm):
+    # Without `sessions:` the budget lives in the process: after a restart what the SAD spent
+    # is unknown, so it must not sign again (the HSM SAD inside it would still verify).
+    sad = hsm.sad('hsm-rsa', 2)
+    digest = hashlib.sha256(b'before restart').digest()
+    assert hsm.sign('hsm-rsa', sad, [digest], SHA256_RSA).status_code == 200
+    hsm.restart()
+    assert_error(hsm.sign('hsm-rsa', sad, [digest], SHA256_RSA), 400, 'invalid_request', 'SAD expired')
+    assert hsm.sign('hsm-rsa', hsm.sad('hsm-rsa', 1), [digest], SHA256_RSA).status_code == 200
+
+
 def test_credentials_info_v1_and_v2(hsm):
     v1 = hsm.post('credentials/info', {'credentialID': 'hsm-ec-otp', 'authInfo': True, 'certInfo': True,
                                        'certificates': 'chain'}).json()

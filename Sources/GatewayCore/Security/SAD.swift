@@ -100,6 +100,9 @@ public struct SADSeal: Sendable {
 /// What each SAD has left to sign. The seal proves what a SAD allows; this remembers what it
 /// has already been used for, so a replayed SAD cannot sign twice. Check and decrement happen
 /// under one lock, so concurrent requests with one SAD can never overspend it.
+///
+/// The memory is this process's: a SAD issued before a restart (whose spending is forgotten)
+/// is refused as expired, found by the process epoch its id starts with.
 public final class SADUsage: Sendable {
     struct Remaining {
         var count: Int
@@ -116,11 +119,21 @@ public final class SADUsage: Sendable {
 
     private let state = Mutex(State())
     private let now: @Sendable () -> Date
+    /// Prefix of every SAD id issued by this process.
+    private let epoch = randomBytes(6).base64URL + "."
 
     public init(now: @escaping @Sendable () -> Date = Date.init) { self.now = now }
 
+    public func newSADID() -> String { epoch + randomBytes(16).base64URL }
+
+    /// Its budget was kept by an earlier process: what it spent there is unknown here.
+    private func requireThisProcess(_ claims: SADClaims) throws(CSCError) {
+        guard claims.id.hasPrefix(epoch) else { throw .invalidRequest("SAD expired") }
+    }
+
     /// Takes `hashes` out of the SAD's budget, or refuses without taking anything.
     public func consume(_ claims: SADClaims, hashes: [String]) throws(CSCError) {
+        try requireThisProcess(claims)
         let t = Int(now().timeIntervalSince1970)
         let refusal: CSCError? = state.withLock { s in
             Self.sweepIfDue(&s, at: t)
@@ -154,8 +167,9 @@ public final class SADUsage: Sendable {
 
     /// Takes everything a SAD has left, in one step, for `extendTransaction`: from here on the
     /// old SAD signs nothing, so an extension racing a signHash cannot double the budget.
-    public func retire(_ claims: SADClaims) -> Int {
-        state.withLock { s in
+    public func retire(_ claims: SADClaims) throws(CSCError) -> Int {
+        try requireThisProcess(claims)
+        return state.withLock { s in
             let current = s.remaining[claims.id] ?? Remaining(
                 count: claims.numSignatures, hashes: claims.hashes.map(Self.multiset), expires: claims.expires)
             s.retired[claims.id] = current

@@ -20,6 +20,8 @@ public protocol SessionTokens: Sendable {
 /// process (`SADUsage`), or shared by every instance, so a SAD cannot be spent once per
 /// instance. Each step is atomic: concurrent requests with one SAD never overspend it.
 public protocol SADBudgets: Sendable {
+    /// The id of a SAD about to be issued: the key of its budget here.
+    func newSADID() -> String
     /// Takes `hashes` out of the SAD's budget, or refuses without taking anything.
     func consume(_ claims: SADClaims, hashes: [String]) async throws(CSCError)
     /// Gives back what a failed upstream call did not sign.
@@ -34,6 +36,10 @@ public protocol SADBudgets: Sendable {
 
 extension TokenStore: SessionTokens {}
 extension SADUsage: SADBudgets {}
+
+extension SADBudgets {
+    public func newSADID() -> String { randomBytes(16).base64URL }
+}
 
 extension CSCError {
     /// The shared session store did not answer: nothing is granted on a guess.

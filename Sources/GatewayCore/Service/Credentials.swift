@@ -187,7 +187,7 @@ extension Gateway {
         let granted = try await backend.authorize(upstreamRequest, context)
         let lifetime = max(1, min(granted.expiresIn, configuration.sad.maxLifetime))
         let claims = SADClaims(
-            id: randomBytes(16).base64URL, tenantID: caller.tenantID, clientID: caller.clientID, credentialID: route.id,
+            id: usage.newSADID(), tenantID: caller.tenantID, clientID: caller.clientID, credentialID: route.id,
             upstreamSAD: granted.sad, expires: unixNow + lifetime, upstreamExpires: unixNow + granted.expiresIn,
             numSignatures: request.numSignatures, hashAlgorithm: hashAlgorithm?.oid,
             hashes: info.scal == .two ? request.hashes?.map { $0.base64EncodedString() } : nil)
@@ -260,7 +260,7 @@ extension Gateway {
                         _ context: OperationContext) async throws -> AuthorizeResult {
         guard left > 0 else { throw CSCError.invalidRequest("Invalid parameter SAD: its signatures are used up") }
         var next = claims
-        next.id = randomBytes(16).base64URL
+        next.id = usage.newSADID()
         next.numSignatures = left
         if credential.info.scal == .two {
             guard let hashes = request.hashes, !hashes.isEmpty else {
