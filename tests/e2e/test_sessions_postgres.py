@@ -9,14 +9,16 @@ revocations and SAD budgets live in the shared store, not in either process:
   calls spread over both;
 * a SCAL 2 SAD's hashes are spent once across both instances;
 * a refresh token rotates across instances: redeemed at B, it is dead at A (and a race of two
-  redemptions through A and B has one winner).
+  redemptions through A and B has one winner);
+* a local HSM (kind: pkcs11, one SoftHSM2 token directory used by both) SAD authorized at A
+  signs at B, with one budget for both, and is refused by an instance with another SAD key.
 
 Two more need no second instance: `cscgate check` refuses `sessions:` without a shared SAD key
 (a per-process random key would make B refuse A's SADs), and `serve` exits with status 2 when
 the store cannot be reached at start instead of running with per-process state.
 
 Needs CSCGATE_TEST_POSTGRES_URL (`make test` starts scripts/postgres.sh and sets it) and the
-peers (vendor-a SCAL 1, vendor-b SCAL 2).
+peers (vendor-a SCAL 1, vendor-b SCAL 2); the HSM test needs SoftHSM2 instead of the peers.
 """
 from __future__ import annotations
 
@@ -34,17 +36,25 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
-from gateway_fixture import GatewayHandle, cscgate_bin, hash_secret, start_gateway
+from gateway_fixture import REPO, GatewayHandle, cscgate_bin, hash_secret, start_gateway
 
 URLS = {'A': 'http://127.0.0.1:8321', 'B': 'http://127.0.0.1:8322'}
+STRANGER_URL = 'http://127.0.0.1:8323'  # an HSM instance on the same store with another SAD key
 DOWN_PORT = 8324  # the instance whose store is down never listens; kept apart anyway
 EC = '1.2.840.10045.4.3.2'
+RSA_SHA256 = '1.2.840.113549.1.1.11'
+SOFTHSM = '/usr/lib/softhsm/libsofthsm2.so'
+HSM_PIN = '271828'
 CLIENT = 'shared-app'
 SECRET = 'sessions-client-secret-' + pysecrets.token_hex(8)
 PG_URL = os.environ.get('CSCGATE_TEST_POSTGRES_URL', '')
 
 needs_pg = pytest.mark.skipif(not PG_URL, reason='CSCGATE_TEST_POSTGRES_URL is unset (make test sets it)')
+needs_softhsm = pytest.mark.skipif(not os.path.exists(SOFTHSM), reason='SoftHSM2 not installed (make deps)')
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -83,16 +93,19 @@ credentials:
 """
 
 
-def gateway_yaml(port: int, sessions_url: str, *, sad_key: Path | None, schema: str | None = None) -> str:
-    """Both vendors as upstreams (ports as in conftest.py); no SAD key when sad_key is None."""
+def gateway_yaml(port: int, sessions_url: str, *, sad_key: Path | None, schema: str | None = None,
+                 upstreams: str | None = None) -> str:
+    """Both vendors as upstreams (ports as in conftest.py) unless `upstreams` (YAML list items)
+    is given; no SAD key when sad_key is None."""
     a, b = os.environ.get('CSC_A_PORT', '9101'), os.environ.get('CSC_B_PORT', '9102')
+    if upstreams is None:
+        upstreams = (f'  - {{name: vendor-a, kind: csc, baseURL: "http://127.0.0.1:{a}/csc/v1", version: v1}}\n'
+                     f'  - {{name: vendor-b, kind: csc, baseURL: "http://127.0.0.1:{b}/csc/v1", version: v1}}\n')
     return (f'listen: {{host: 127.0.0.1, port: {port}}}\n'
             + (f'sad: {{keyFile: {sad_key}}}\n' if sad_key else '')
             + f'sessions:\n  url: "{sessions_url}"\n'
             + (f'  schema: {schema}\n' if schema else '')
-            + 'upstreams:\n'
-            + f'  - {{name: vendor-a, kind: csc, baseURL: "http://127.0.0.1:{a}/csc/v1", version: v1}}\n'
-            + f'  - {{name: vendor-b, kind: csc, baseURL: "http://127.0.0.1:{b}/csc/v1", version: v1}}\n')
+            + 'upstreams:\n' + upstreams)
 
 
 class Pair:
@@ -129,25 +142,50 @@ class Pair:
         r = self.post(at, 'auth/login', {'rememberMe': True} if remember else {}, auth=(CLIENT, SECRET))
         return self.expect(r, 200, f'login at {at}')
 
-    def authorize(self, at: str, token: str, cred: str, num: int, hashes: list[bytes] | None = None) -> str:
-        body = {'credentialID': cred, 'numSignatures': num}
+    def authorize(self, at: str, token: str, cred: str, num: int, hashes: list[bytes] | None = None,
+                  **factors) -> str:
+        body = {'credentialID': cred, 'numSignatures': num, **factors}
         if hashes is not None:
             body['hash'] = [b64(h) for h in hashes]
         return self.expect(self.post(at, 'credentials/authorize', body, token), 200, f'authorize at {at}')['SAD']
 
     def sign(self, at: str, token: str, cred: str, sad: str, hashes: list[bytes],
-             session: requests.Session | None = None) -> requests.Response:
-        body = {'credentialID': cred, 'SAD': sad, 'hash': [b64(h) for h in hashes], 'signAlgo': EC}
+             session: requests.Session | None = None, algo: str = EC) -> requests.Response:
+        body = {'credentialID': cred, 'SAD': sad, 'hash': [b64(h) for h in hashes], 'signAlgo': algo}
         return self.post(at, 'signatures/signHash', body, token, session=session)
+
+    def certificate(self, at: str, token: str, cred: str) -> cx509.Certificate:
+        body = self.expect(self.post(at, 'credentials/info', {'credentialID': cred}, token), 200,
+                           f'credentials/info {cred} at {at}')
+        return cx509.load_der_x509_certificate(base64.b64decode(body['cert']['certificates'][0]))
+
+
+def new_sad_key(path: Path) -> Path:
+    path.write_text(b64(pysecrets.token_bytes(32)) + '\n')
+    path.chmod(0o600)
+    return path
+
+
+def start_together(start, names) -> tuple[dict[str, GatewayHandle], list[str]]:
+    """Starts `start(name)` for every name at once (they install the schema together); returns
+    the instances that came up and the errors of those that did not."""
+    gateways: dict[str, GatewayHandle] = {}
+    errors = []
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = {n: pool.submit(start, n) for n in names}
+        for n, f in futures.items():
+            try:
+                gateways[n] = f.result()
+            except Exception as e:  # noqa: BLE001 - the others are stopped, then we fail
+                errors.append(f'instance {n}: {e}')
+    return gateways, errors
 
 
 @pytest.fixture
 def pair(peers, tmp_path, secret_hash):
     """A and B on a fresh schema, started together (both install the schema at once)."""
     schema = 'e2e_sessions_' + pysecrets.token_hex(6)
-    sad_key = tmp_path / 'sad.key'
-    sad_key.write_text(b64(pysecrets.token_bytes(32)) + '\n')
-    sad_key.chmod(0o600)
+    sad_key = new_sad_key(tmp_path / 'sad.key')
     tenants = {'shared': tenant_yaml(secret_hash)}
 
     def start(name: str) -> GatewayHandle:
@@ -155,18 +193,84 @@ def pair(peers, tmp_path, secret_hash):
         cfg = gateway_yaml(int(url.rsplit(':', 1)[1]), pg_base_url(), sad_key=sad_key, schema=schema)
         return start_gateway(tmp_path / f'instance-{name}', cfg, tenants, url=url)
 
-    gateways: dict[str, GatewayHandle] = {}
-    with ThreadPoolExecutor(2) as pool:
-        futures = {n: pool.submit(start, n) for n in URLS}
-        errors = []
-        for n, f in futures.items():
-            try:
-                gateways[n] = f.result()
-            except Exception as e:  # noqa: BLE001 - the other one is stopped, then we fail
-                errors.append(f'instance {n}: {e}')
+    gateways, errors = start_together(start, list(URLS))
     try:
         if errors:
             pytest.fail('\n'.join(errors), pytrace=False)
+        yield Pair(gateways)
+    finally:
+        for g in gateways.values():
+            g.stop()
+        psql(f'DROP SCHEMA IF EXISTS {schema} CASCADE')
+
+
+def hsm_upstream_yaml(hsm_dir: Path, pin_hash: str) -> str:
+    """One SoftHSM2 token: an implicit RSA key and an EC key behind a PIN under SCAL 2."""
+    return (f'  - name: hsm\n    kind: pkcs11\n    module: {SOFTHSM}\n    tokenLabel: e2e-sessions\n'
+            f'    pinFile: {hsm_dir}/user.pin\n    sessions: 2\n    credentials:\n'
+            '      - {label: rsa, authMode: implicit, scal: 1, multisign: 5}\n'
+            f'      - {{label: ec, authMode: explicit, pinHash: "{pin_hash}", maxPinFailures: 3, scal: 2, multisign: 5}}\n')
+
+
+def hsm_tenant_yaml(secret_hash: str) -> str:
+    return f"""
+tenant: shared
+clients:
+  - {{id: {CLIENT}, secretHash: "{secret_hash}", scopes: [service]}}
+credentials:
+  - {{id: hsm-rsa, upstream: hsm, upstreamCredentialID: rsa}}
+  - {{id: hsm-ec, upstream: hsm, upstreamCredentialID: ec}}
+"""
+
+
+@pytest.fixture
+def hsm_pair(tmp_path, secret_hash):
+    """A and B in front of one SoftHSM2 token directory (SoftHSM2 keeps its token in files, and
+    several processes may use it) with one SAD key, on a fresh schema; and C, on the same token
+    and schema but with a SAD key of its own. No peers: the only upstream is the token."""
+    hsm_dir, ca_dir = tmp_path / 'softhsm', tmp_path / 'ca'
+    pin_hash = subprocess.run([cscgate_bin(), 'keys', 'pin-hash'], input=HSM_PIN.encode(), capture_output=True,
+                              check=True, timeout=60).stdout.decode().strip()
+    upstream = hsm_upstream_yaml(hsm_dir, pin_hash)
+    tenants = {'shared': hsm_tenant_yaml(secret_hash)}
+    # The token, its two keys and their certificates, made by the script the demo uses, from a
+    # gateway.yaml that names only the token (the `keys` commands need no session store).
+    setup = tmp_path / 'hsm-setup'
+    for d in ('tenants', 'policies'):
+        (setup / d).mkdir(parents=True)
+    (setup / 'tenants' / 'shared.yaml').write_text(tenants['shared'])
+    (setup / 'gateway.yaml').write_text(f'listen: {{host: 127.0.0.1, port: {DOWN_PORT}}}\nupstreams:\n{upstream}')
+    subj = 'O=cscgate sessions e2e,C=EU'
+    r = subprocess.run(['bash', str(REPO / 'scripts' / 'softhsm-setup.sh')], capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL,
+                       env={**os.environ, 'HSM_DIR': str(hsm_dir), 'CA_DIR': str(ca_dir),
+                            'CONFIG': str(setup / 'gateway.yaml'), 'TOKEN_LABEL': 'e2e-sessions',
+                            'CSCGATE_BIN': cscgate_bin(),
+                            'HSM_KEYS': f'rsa:rsa-2048:CN=sessions e2e RSA,{subj} ec:ec-p256:CN=sessions e2e EC,{subj}'})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    schema = 'e2e_sessions_' + pysecrets.token_hex(6)
+    keys = {'shared': new_sad_key(tmp_path / 'sad.key'), 'other': new_sad_key(tmp_path / 'other-sad.key')}
+    urls = {**URLS, 'C': STRANGER_URL}
+    env = {'SOFTHSM2_CONF': str(hsm_dir / 'softhsm2.conf')}
+
+    def start(name: str) -> GatewayHandle:
+        url = urls[name]
+        cfg = gateway_yaml(int(url.rsplit(':', 1)[1]), pg_base_url(), schema=schema, upstreams=upstream,
+                           sad_key=keys['other' if name == 'C' else 'shared'])
+        return start_gateway(tmp_path / f'instance-{name}', cfg, tenants, env, url=url)
+
+    # One after another: SoftHSM2 (2.6.1, file store) races when processes open and log in to
+    # one token at the same moment (C_Login or C_GetTokenInfo -> CKR_GENERAL_ERROR, or the token
+    # is not found; pkcs11-tool alone shows it), and a gateway that cannot open its token exits 2.
+    # The pair fixture above covers instances installing the schema at once.
+    gateways: dict[str, GatewayHandle] = {}
+    try:
+        for name in urls:
+            try:
+                gateways[name] = start(name)
+            except Exception as e:  # noqa: BLE001 - the ones started are stopped, then we fail
+                pytest.fail(f'instance {name}: {e}', pytrace=False)
         yield Pair(gateways)
     finally:
         for g in gateways.values():
@@ -279,6 +383,46 @@ def test_refresh_token_rotates_across_instances(pair):
     winner = next(at for at, r in results.items() if r.status_code == 200)
     fresh = results[winner].json()['access_token']
     assert works(pair, 'B' if winner == 'A' else 'A', fresh), pair.logs()
+
+
+@needs_pg
+@needs_softhsm
+def test_hsm_sad_authorized_on_one_instance_signs_on_the_other(hsm_pair):
+    pair = hsm_pair
+    token = pair.login('A')['access_token']
+    rsa_key = pair.certificate('B', token, 'hsm-rsa').public_key()
+    ec_key = pair.certificate('B', token, 'hsm-ec').public_key()
+
+    # (1) RSA, implicit, SCAL 1: two signatures, one at A and one at B; a third is refused.
+    sad = pair.authorize('A', token, 'hsm-rsa', 2)
+    for i, at in enumerate('AB'):
+        h = digest(f'hsm-rsa-{i}')
+        body = pair.expect(pair.sign(at, token, 'hsm-rsa', sad, [h], algo=RSA_SHA256), 200, f'RSA {i + 1} of 2 at {at}')
+        assert len(body['signatures']) == 1, body
+        rsa_key.verify(base64.b64decode(body['signatures'][0]), h, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    pair.expect(pair.sign('A', token, 'hsm-rsa', sad, [digest('hsm-rsa-3')], algo=RSA_SHA256), 400,
+                'RSA 3rd of 2 at A', 'invalid_request', ('used up',))
+
+    # (2) EC, explicit with a PIN, SCAL 2: authorized at A for h1, signed at B; h1 again at A is refused.
+    h1 = digest('hsm-ec-1')
+    sad = pair.authorize('A', token, 'hsm-ec', 1, [h1], PIN=HSM_PIN)
+    body = pair.expect(pair.sign('B', token, 'hsm-ec', sad, [h1]), 200, 'EC h1 at B')
+    assert len(body['signatures']) == 1, body
+    ec_key.verify(base64.b64decode(body['signatures'][0]), h1, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    pair.expect(pair.sign('A', token, 'hsm-ec', sad, [h1]), 400, 'EC h1 again at A', 'invalid_request',
+                ('used up', 'not authorized'))
+
+    # (3) C shares the store and the token but not the SAD key: its SADs mean nothing at A or B
+    # (the token it is used with is good everywhere), and theirs nothing at C.
+    sad = pair.authorize('C', token, 'hsm-rsa', 1)
+    for at in 'AB':
+        pair.expect(pair.sign(at, token, 'hsm-rsa', sad, [digest(f'stranger-{at}')], algo=RSA_SHA256), 400,
+                    f"C's SAD at {at}", 'invalid_request', ('Invalid parameter SAD',))
+    pair.expect(pair.sign('C', token, 'hsm-rsa', sad, [digest('stranger-C')], algo=RSA_SHA256), 200,
+                "C's SAD at C, still unspent")
+    sad = pair.authorize('B', token, 'hsm-rsa', 1)
+    pair.expect(pair.sign('C', token, 'hsm-rsa', sad, [digest('b-at-c')], algo=RSA_SHA256), 400, "B's SAD at C",
+                'invalid_request', ('Invalid parameter SAD',))
 
 
 def _config_dir(tmp_path: Path, text: str, secret_hash: str) -> Path:
