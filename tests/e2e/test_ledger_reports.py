@@ -2,7 +2,8 @@
 
 A gateway with two resellers (r1 with sub-tenant a, r2 with sub-tenant c) signs through
 vendor-a. Each tenant's client runs a generated mix of operations: authorizations, signHash
-calls of 1-3 hashes (one retried with the same X-Request-ID), signHash calls with a bad SAD
+calls of 1-3 hashes (one retried with the same X-Request-ID, one refused before it succeeds under
+the same X-Request-ID), signHash calls with a bad SAD
 (denied) and credentials/info on an unknown credential (denied). The test counts what it sent
 and what it received; then `cscgate report` (JSON, CSV, HTML), the admin API, the tenant
 endpoint and `cscgate ledger export` must show exactly those numbers, priced by a's plan, and
@@ -97,6 +98,10 @@ credentials:
                 assert auth.status_code == 200, auth.text
                 sad = auth.json()['SAD']
                 body = {'credentialID': 'ec', 'SAD': sad, 'hash': hashes, 'signAlgo': EC}
+                if i == 1:
+                    # Refused first, then done, under one request id: both recorded, the signing billed.
+                    over = call('signatures/signHash', {**body, 'hash': hashes + [hashes[0]]}, rid)
+                    assert over.status_code == 400, over.text
                 first = call('signatures/signHash', body, rid)
                 assert first.status_code == 200, first.text
                 if i == 0:

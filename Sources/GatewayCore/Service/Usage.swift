@@ -16,7 +16,8 @@ public enum UsageOutcome: String, Sendable, Codable, CaseIterable {
 /// or hash value, only counts, names and the error text (which is written secret-free).
 public struct UsageEvent: Sendable, Equatable {
     /// Deterministic: the same tenant, client, request id and operation give the same id, so a
-    /// retried request is recorded (and billed) once.
+    /// retried request is recorded (and billed) once. A refused or failed attempt's id also
+    /// carries its outcome and time (`attemptID`), so every attempt is kept.
     public var id: String
     public var time: Date
     public var tenantID: String
@@ -58,6 +59,15 @@ public struct UsageEvent: Sendable, Equatable {
 
     public static func eventID(tenantID: String, clientID: String, requestID: String, operation: String) -> String {
         let digest = SHA256.hash(data: Data([tenantID, clientID, requestID, operation].joined(separator: "\u{0}").utf8))
+        return Data(digest).hex
+    }
+
+    /// A refusal or failure is one attempt of its request, not the request: its id adds the
+    /// outcome and the time (to the nanosecond), so it never takes the id that the request's
+    /// success, retried under the same request id, must be recorded and billed under.
+    public static func attemptID(_ requestEventID: String, outcome: UsageOutcome, time: Date) -> String {
+        let nanos = Int64((time.timeIntervalSince1970 * 1_000_000_000).rounded())
+        let digest = SHA256.hash(data: Data([requestEventID, outcome.rawValue, String(nanos)].joined(separator: "\u{0}").utf8))
         return Data(digest).hex
     }
 }
@@ -137,8 +147,9 @@ extension Gateway {
         let f = note.facts.withLock { $0 }
         let elapsed = ContinuousClock.now - started
         let micros = Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000)
+        let time = now()
         let event = UsageEvent(
-            id: id, time: now(), tenantID: caller.tenantID, clientID: caller.clientID, credentialID: f.credentialID,
+            id: outcome == .ok ? id : UsageEvent.attemptID(id, outcome: outcome, time: time), time: time, tenantID: caller.tenantID, clientID: caller.clientID, credentialID: f.credentialID,
             upstream: f.upstream, operation: method.operation, signatures: outcome == .ok ? f.signatures : 0,
             signAlgorithm: f.signAlgorithm, hashAlgorithm: f.hashAlgorithm, outcome: outcome,
             stage: outcome == .ok ? nil : (f.stage ?? "request"),
@@ -151,7 +162,7 @@ extension Gateway {
             context.logger.debug("usage recorded", metadata: ["ledger_ms": .string(Self.milliseconds(since: recordStarted))])
         } catch {
             context.logger.error("usage event could not be recorded", metadata: [
-                "event_id": .string(id), "operation": .string(method.operation), "outcome": .string(outcome.rawValue),
+                "event_id": .string(event.id), "operation": .string(method.operation), "outcome": .string(outcome.rawValue),
             ])
             if outcome == .ok && f.signatures > 0 {
                 throw CSCError(status: 503, error: "temporarily_unavailable",
