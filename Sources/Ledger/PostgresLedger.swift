@@ -29,21 +29,10 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
     public init(settings: GatewayConfiguration.PostgresLedgerSettings, checkpoints: CheckpointSigner?, migrate: Bool = true,
                 connectTimeout: Duration = .seconds(15),
                 logger: Logger = Logger(label: "cscgate.ledger.postgres")) async throws {
-        let password = try settings.password?.resolve()
-        let tls: PostgresClient.Configuration.TLS = switch settings.tls {
-        case .disable: .disable
-        case .prefer: .prefer(.makeClientConfiguration())
-        case .require: .require(.makeClientConfiguration())
-        }
-        var config = PostgresClient.Configuration(host: settings.host, port: settings.port, username: settings.username,
-                                                  password: password, database: settings.database, tls: tls)
-        config.options.maximumConnections = settings.maxConnections
-        config.options.connectTimeout = connectTimeout
         // synchronous_commit is asked for on every connection: a commit must be flushed before
         // its signatures are answered, whatever the server's or the role's default says.
-        config.options.additionalStartupParameters = [("search_path", settings.schema), ("application_name", "cscgate"),
-                                                      ("synchronous_commit", "on")]
-        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        let client = try settings.client(application: "cscgate", connectTimeout: connectTimeout, logger: logger,
+                                         parameters: [("synchronous_commit", "on")])
         self.client = client
         self.runner = Task { await client.run() }
         self.logger = logger
@@ -528,5 +517,25 @@ enum PostgresLedgerSchema {
                 try await conn.query("INSERT INTO ledger_migrations (name) VALUES (\(migration.name))", logger: logger)
             }
         }
+    }
+}
+
+extension GatewayConfiguration.PostgresLedgerSettings {
+    /// A client for this database (password resolved now, TLS as configured, the schema on the
+    /// search path), not yet running: its owner runs it in a task of its own.
+    func client(application: String, connectTimeout: Duration, logger: Logger,
+                parameters: [(String, String)] = []) throws -> PostgresClient {
+        let password = try password?.resolve()
+        let tls: PostgresClient.Configuration.TLS = switch self.tls {
+        case .disable: .disable
+        case .prefer: .prefer(.makeClientConfiguration())
+        case .require: .require(.makeClientConfiguration())
+        }
+        var config = PostgresClient.Configuration(host: host, port: port, username: username,
+                                                  password: password, database: database, tls: tls)
+        config.options.maximumConnections = maxConnections
+        config.options.connectTimeout = connectTimeout
+        config.options.additionalStartupParameters = [("search_path", schema), ("application_name", application)] + parameters
+        return PostgresClient(configuration: config, backgroundLogger: logger)
     }
 }

@@ -24,18 +24,8 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
     public init(settings: GatewayConfiguration.PostgresLedgerSettings, timeout: Double,
                 accessLifetime: Int, refreshLifetime: Int, connectTimeout: Duration = .seconds(15),
                 logger: Logger = Logger(label: "cscgate.sessions.postgres")) async throws {
-        let password = try settings.password?.resolve()
-        let tls: PostgresClient.Configuration.TLS = switch settings.tls {
-        case .disable: .disable
-        case .prefer: .prefer(.makeClientConfiguration())
-        case .require: .require(.makeClientConfiguration())
-        }
-        var config = PostgresClient.Configuration(host: settings.host, port: settings.port, username: settings.username,
-                                                  password: password, database: settings.database, tls: tls)
-        config.options.maximumConnections = settings.maxConnections
-        config.options.connectTimeout = .seconds(2)
-        config.options.additionalStartupParameters = [("search_path", settings.schema), ("application_name", "cscgate-sessions")]
-        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        // Short: while the server is away, a decision must not wait long for a connection.
+        let client = try settings.client(application: "cscgate-sessions", connectTimeout: .seconds(2), logger: logger)
         self.client = client
         self.runner = Task { await client.run() }
         self.logger = logger

@@ -2,7 +2,8 @@
 
 A bounded load of signHash requests runs against a gateway; the gateway is killed with SIGKILL
 mid-run and restarted on the same ledger file. Clients retry every unanswered request with the
-same X-Request-ID until it is answered. Afterwards, the signatures clients received must equal
+same X-Request-ID until it is answered (authorizing again when their SAD died with the process).
+Afterwards, the signatures clients received must equal
 the billed signatures in the ledger, and `cscgate ledger verify` must find the chain intact.
 """
 from __future__ import annotations
@@ -96,6 +97,11 @@ credentials:
             rid = f'crash-{n}-{i}'
             digest = base64.b64encode(hashlib.sha256(rid.encode()).digest()).decode()
             r = post('signatures/signHash', {'credentialID': 'ec', 'SAD': sad, 'hash': [digest], 'signAlgo': EC}, rid)
+            if r.status_code == 400 and r.json().get('error_description') == 'SAD expired':
+                # A SAD from before the restart: its budget died with the process. Authorize
+                # again and retry under the same request id (billed once either way).
+                sad = post('credentials/authorize', {'credentialID': 'ec', 'numSignatures': 10}).json()['SAD']
+                r = post('signatures/signHash', {'credentialID': 'ec', 'SAD': sad, 'hash': [digest], 'signAlgo': EC}, rid)
             assert r.status_code == 200, (rid, r.status_code, r.text)
             with lock:
                 received[rid] = len(r.json()['signatures'])

@@ -48,6 +48,11 @@ def counters(url: str, schema: str, timeout: float = 0.3) -> str:
     return f'counters: {{url: "{url}", schema: {schema}, timeout: {timeout}}}'
 
 
+def shared(url: str, schema: str) -> str:
+    """Counters and sessions in one schema: a SAD authorized on one instance is spent on either."""
+    return counters(url, schema, timeout=2) + f'\nsessions: {{url: "{url}", schema: {schema}, timeout: 2}}'
+
+
 def drop(schema: str):
     psql = shutil.which('psql') or '/usr/lib/postgresql/15/bin/psql'
     subprocess.run([psql, PG_URL, '-qAtc', f'DROP SCHEMA IF EXISTS {schema} CASCADE'], capture_output=True, timeout=60)
@@ -65,12 +70,12 @@ def test_two_instances_share_exact_limits_and_quotas(peers, tmp_path):
     try:
         for i, port in enumerate(ports):
             config = gateway_config(port, peers['vendor-a'].base_url, sad_key=tmp_path / 'sad.key',
-                                    extra=counters(PG_URL, schema, timeout=2))
+                                    extra=shared(PG_URL, schema))
             gateways.append(launch(tmp_path / f'gw{i}', config, tenants, {'shared-limits': POLICY}, urls[i]))
         clients = [Client(u, 'shared-app', SECRET) for u in urls]
 
         def run(credential: str, n: int) -> list[int]:
-            # SADs from instance 0 work on instance 1 too (one SAD key); each request goes to one of the two.
+            # SADs from instance 0 work on instance 1 too (one SAD key, shared sessions); each request goes to one of the two.
             sads = [clients[0].authorize(credential) for _ in range(n)]
             with ThreadPoolExecutor(n) as pool:
                 return list(pool.map(lambda i: clients[i % 2].sign(credential, sads[i]).status_code, range(n)))
@@ -105,7 +110,7 @@ rules:
     gateways = []
     try:
         for i, port in enumerate(ports):
-            config = gateway_config(port, slow.url, sad_key=tmp_path / 'sad.key', extra=counters(PG_URL, schema, timeout=2))
+            config = gateway_config(port, slow.url, sad_key=tmp_path / 'sad.key', extra=shared(PG_URL, schema))
             gateways.append(launch(tmp_path / f'gw{i}', config, tenants, {'vendor-account': policy}, urls[i]))
         clients = [Client(u, 'capped-app', SECRET) for u in urls]
         sads = [clients[0].authorize('ec') for _ in range(n)]

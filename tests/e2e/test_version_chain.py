@@ -189,6 +189,11 @@ def test_upstream_restart_invalidates_service_token_and_gateway_renews_it(chain)
     old_log = chain['b'].log_path.read_text()
     chain['b'] = start_gateway(chain['b_dir'], chain['b_config'], {'resold': chain['b_tenant']}, url=B_URL)
     digest = base64.b64encode(hashlib.sha256(b'after restart').digest()).decode()
+    # B's SAD inside A's is from B's earlier process, whose budgets B no longer knows: refused.
+    status, err = call(A_URL, 'v1', 'signatures/signHash', {
+        'credentialID': 'ec', 'SAD': auth['SAD'], 'hash': [digest], 'signAlgo': '1.2.840.10045.4.3.2'}, token)
+    assert status == 400 and err['error_description'] == 'SAD expired', err
+    _, auth = call(A_URL, 'v1', 'credentials/authorize', {'credentialID': 'ec', 'numSignatures': 1}, token)
     status, signed = call(A_URL, 'v1', 'signatures/signHash', {
         'credentialID': 'ec', 'SAD': auth['SAD'], 'hash': [digest], 'signAlgo': '1.2.840.10045.4.3.2'}, token)
     assert status == 200, signed
