@@ -226,8 +226,11 @@ public enum ConfigurationLoader {
         guard let m else { return .init() }
         m.rejectUnknownKeys(["url", "passwordEnv", "passwordFile", "schema", "maxConnections", "timeout"])
         var settings = GatewayConfiguration.SessionSettings(timeout: m.double("timeout", default: 0.5, range: 0.01...30))
+        guard m.string("url") != nil else {
+            m.log.add("'\(m.key("url"))' is required: the PostgreSQL database the instances share", at: m.node)
+            return settings
+        }
         settings.postgres = sharedPostgres(m, base: base, section: "sessions", what: "a shared session store", extraKeys: [])
-        if m.string("url") == nil { m.log.add("'\(m.key("url"))' is required: the PostgreSQL database the instances share", at: m.node) }
         return settings
     }
 
