@@ -3,7 +3,10 @@ import CSC
 import Foundation
 import GatewayCore
 import Logging
+import NIOCore
+import NIOPosix
 import PostgresNIO
+import Synchronization
 
 /// Tokens and SAD budgets in PostgreSQL, shared by every gateway instance (`sessions:`), so a
 /// client may reach any instance: its token works and is revoked everywhere at once, and its
@@ -51,9 +54,10 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
     /// One call within the store's deadline; any failure is the client's 503, logged without
     /// the statement's arguments (they hold token digests and hashes).
     private func within<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws(CSCError) -> T {
-        do {
-            return try await PostgresLedger.withDeadline(timeout, what: what, body)
-        } catch {
+        switch await StatementDeadline.run(timeout, body) {
+        case .success(let value):
+            return value
+        case .failure(let error):
             logger.error("session store unavailable", metadata: ["step": .string(what), "error": .string("\(PostgresLedgerError(error))")])
             throw CSCError.sessionStoreUnavailable
         }
@@ -268,6 +272,42 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
                 """, logger: logger)
             try await conn.query(PostgresQuery(unsafeSQL: consumeSQL), logger: logger)
             try await conn.query(PostgresQuery(unsafeSQL: retireSQL), logger: logger)
+        }
+    }
+}
+
+/// A deadline per statement that costs a timer on an event loop, cancelled when the statement
+/// answers: every request makes one or two of these calls, and a sleeping task per call (a
+/// task group and a Dispatch timer) cost more CPU than the statement itself.
+enum StatementDeadline {
+    struct Passed: Error, CustomStringConvertible {
+        let limit: Duration
+        var description: String { "no answer within \(limit)" }
+    }
+
+    final class Race<T: Sendable>: Sendable {
+        let continuation = Mutex<CheckedContinuation<Result<T, any Error>, Never>?>(nil)
+        let work = Mutex<Task<Void, Never>?>(nil)
+        func finish(_ result: Result<T, any Error>) { continuation.withLock { $0.take() }?.resume(returning: result) }
+    }
+
+    static func run<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async -> Result<T, any Error> {
+        let race = Race<T>()
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        let nanos = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>, Never>) in
+            race.continuation.withLock { $0 = continuation }
+            let timer = loop.scheduleTask(in: .nanoseconds(nanos)) {
+                race.work.withLock { $0 }?.cancel()
+                race.finish(.failure(Passed(limit: limit)))
+            }
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                race.finish(result)
+                timer.cancel()
+            }
+            race.work.withLock { $0 = work }
         }
     }
 }

@@ -1,5 +1,6 @@
 import CSC
 import Foundation
+import Logging
 @testable import GatewayCore
 import Testing
 @testable import Ledger
@@ -182,6 +183,40 @@ struct SessionStoreTests {
         // A SAD never seen before retires with its whole budget.
         #expect(try await s.budgets[1].retire(claims(4, from: s.budgets[0])) == 4)
         await s.close()
+    }
+
+    @Test("a statement that does not answer in time is abandoned at the deadline, one that does is answered")
+    func deadline() async throws {
+        let started = ContinuousClock.now
+        let late = await StatementDeadline.run(.milliseconds(200)) { () async throws -> Int in
+            try await Task.sleep(for: .seconds(5))
+            return 1
+        }
+        #expect((try? late.get()) == nil)
+        #expect(ContinuousClock.now - started < .seconds(2))
+        let quick = await StatementDeadline.run(.seconds(5)) { () async throws -> Int in 7 }
+        #expect((try? quick.get()) == 7)
+    }
+
+    @Test("a step the database holds up past the timeout is refused with a 503, not waited for")
+    func heldUp() async throws {
+        let settings = try Backend.postgresSettings()
+        let store = try await PostgresSessionStore(settings: settings, timeout: 0.3, accessLifetime: 60, refreshLifetime: 60)
+        let c = claims(2, from: store)
+        try await store.consume(c, hashes: ["a"])
+        // Another session holds the SAD's row: the next step waits on its lock.
+        let logger = Logger(label: "session-store-test")
+        let locker = try settings.client(application: "session-store-test", connectTimeout: .seconds(5), logger: logger)
+        let running = Task { await locker.run() }
+        try await locker.withTransaction(logger: logger) { conn in
+            _ = try await conn.query("SELECT 1 FROM sad_budgets WHERE id = \(c.id) FOR UPDATE", logger: logger)
+            let started = ContinuousClock.now
+            let e = await refusal { try await store.consume(c, hashes: ["b"]) }
+            #expect(e?.status == 503 && e?.error == "temporarily_unavailable")
+            #expect(ContinuousClock.now - started < .seconds(1.5))
+        }
+        running.cancel()
+        await store.shutdown()
     }
 
     @Test("a store that cannot answer refuses with a 503 and says nothing of the database")
