@@ -69,18 +69,18 @@ public struct FrontDoor: Sendable {
         case .info:
             // info needs no token; with one, it describes what that tenant can use.
             var caller: Caller?
-            if let token = try? bearer(authorization) { caller = try? await gateway.authenticate(accessToken: token) }
+            if let token = try? bearer(authorization) { caller = try? await gateway.authenticate(accessToken: token, logger: context.logger) }
             _ = try codec.decodeInfoRequest(object)
             return ok(codec.encode(await gateway.info(for: caller, context)))
         case .authLogin:
             let request = try codec.decodeLoginRequest(object)
-            let result = try await gateway.login(request, basic: try basicCredentials(authorization))
+            let result = try await gateway.login(request, basic: try basicCredentials(authorization), logger: context.logger)
             return ok(codec.encode(result))
         default:
             break
         }
 
-        let caller = try await authenticate(authorization)
+        let caller = try await authenticate(authorization, context.logger)
         var logger = context.logger
         logger[metadataKey: "tenant"] = .string(caller.tenantID)
         logger[metadataKey: "client"] = .string(caller.clientID)
@@ -91,7 +91,7 @@ public struct FrontDoor: Sendable {
         switch method {
         case .authRevoke:
             try await gateway.perform(method, caller, context) { _ in
-                try await gateway.revoke(try codec.decodeRevokeRequest(object), by: caller.clientID)
+                try await gateway.revoke(try codec.decodeRevokeRequest(object), by: caller.clientID, logger: context.logger)
             }
             return FrontDoorResponse(status: 204)
         case .credentialsList:
@@ -131,12 +131,12 @@ public struct FrontDoor: Sendable {
 
     private func ok(_ o: JSONObject) -> FrontDoorResponse { FrontDoorResponse(json: o) }
 
-    func authenticate(_ authorization: String?) async throws -> Caller {
+    func authenticate(_ authorization: String?, _ logger: Logger) async throws -> Caller {
         guard let token = try bearer(authorization) else {
             throw CSCError(status: 401, error: "invalid_token", description: "Missing access token: send Authorization: Bearer <token>",
                            headers: ["WWW-Authenticate": "Bearer"])
         }
-        let caller = try await gateway.authenticate(accessToken: token)
+        let caller = try await gateway.authenticate(accessToken: token, logger: logger)
         guard caller.scopes.contains("service") else { throw CSCError.insufficientScope("The token lacks scope 'service'") }
         return caller
     }

@@ -14,7 +14,7 @@ extension FrontDoor {
                 guard let grant = form["grant_type"], !grant.isEmpty else {
                     throw CSCError.invalidRequest("Missing parameter grant_type")
                 }
-                let t = try await gateway.token(grantType: grant, client: client, refreshToken: form["refresh_token"])
+                let t = try await gateway.token(grantType: grant, client: client, refreshToken: form["refresh_token"], logger: context.logger)
                 var o = JSONObject(["access_token": .string(t.accessToken), "token_type": .string("Bearer"),
                                     "expires_in": .int(t.expiresIn)])
                 if let r = t.refreshToken { o["refresh_token"] = .string(r) }
@@ -23,7 +23,7 @@ extension FrontDoor {
             case "revoke":
                 let client = try authenticateOAuthClient(form, authorization: authorization)
                 guard let token = form["token"], !token.isEmpty else { throw CSCError.invalidRequest("Missing parameter token") }
-                try await gateway.revoke(RevokeRequest(token: token, tokenTypeHint: form["token_type_hint"]), by: client.client.id)
+                try await gateway.revoke(RevokeRequest(token: token, tokenTypeHint: form["token_type_hint"]), by: client.client.id, logger: context.logger)
                 return FrontDoorResponse(status: 204)
             case "authorize", "pushed_authorize":
                 throw CSCError.notImplemented("oauth2/\(path) is not offered: use grant_type client_credentials")

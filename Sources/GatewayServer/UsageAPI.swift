@@ -49,7 +49,7 @@ public struct UsageAPI: Sendable {
                                description: "Missing access token: send Authorization: Bearer <token>",
                                headers: ["WWW-Authenticate": "Bearer"])
             }
-            caller = try await gateway.authenticate(accessToken: token)
+            caller = try await gateway.authenticate(accessToken: token, logger: context.logger)
         } catch let error as CSCError {
             return FrontDoorResponse(error)
         } catch {

@@ -3,10 +3,7 @@ import CSC
 import Foundation
 import GatewayCore
 import Logging
-import NIOCore
-import NIOPosix
 import PostgresNIO
-import Synchronization
 
 /// Tokens and SAD budgets in PostgreSQL, shared by every gateway instance (`sessions:`), so a
 /// client may reach any instance: its token works and is revoked everywhere at once, and its
@@ -19,7 +16,7 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
     let client: PostgresClient
     private let runner: Task<Void, Never>
     private let logger: Logger
-    private let timeout: Duration
+    private let timeout: Double
     private let accessLifetime: Int
     private let refreshLifetime: Int
 
@@ -32,7 +29,7 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         self.client = client
         self.runner = Task { await client.run() }
         self.logger = logger
-        self.timeout = .milliseconds(Int(timeout * 1000))
+        self.timeout = timeout
         self.accessLifetime = accessLifetime
         self.refreshLifetime = refreshLifetime
         do {
@@ -53,12 +50,12 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
 
     /// One call within the store's deadline; any failure is the client's 503, logged without
     /// the statement's arguments (they hold token digests and hashes).
-    private func within<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws(CSCError) -> T {
-        switch await StatementDeadline.run(timeout, body) {
-        case .success(let value):
-            return value
-        case .failure(let error):
-            logger.error("session store unavailable", metadata: ["step": .string(what), "error": .string("\(PostgresLedgerError(error))")])
+    private func within<T: Sendable>(_ what: String, _ requestLogger: Logger,
+                                     _ body: @escaping @Sendable () async throws -> T) async throws(CSCError) -> T {
+        do {
+            return try await Deadline.run(seconds: timeout, body)
+        } catch {
+            requestLogger.error("session store unavailable", metadata: ["step": .string(what), "error": .string("\(PostgresLedgerError(error))")])
             throw CSCError.sessionStoreUnavailable
         }
     }
@@ -67,21 +64,21 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
 
     private static func key(_ token: String) -> String { Data(SHA256.hash(data: Data(token.utf8))).hex }
 
-
-    public func issue(tenantID: String, clientID: String, scopes: Set<String>, withRefreshToken: Bool) async throws(CSCError) -> TokenResult {
+    public func issue(tenantID: String, clientID: String, scopes: Set<String>, withRefreshToken: Bool,
+                      logger requestLogger: Logger) async throws(CSCError) -> TokenResult {
         let caller = Caller(tenantID: tenantID, clientID: clientID, scopes: scopes, grantID: randomBytes(12).base64URL)
-        return try await issue(for: caller, withRefreshToken: withRefreshToken)
+        return try await issue(for: caller, withRefreshToken: withRefreshToken, requestLogger)
     }
 
-    private func issue(for caller: Caller, withRefreshToken: Bool) async throws(CSCError) -> TokenResult {
+    private func issue(for caller: Caller, withRefreshToken: Bool, _ requestLogger: Logger) async throws(CSCError) -> TokenResult {
         let access = "cga_" + randomBytes(32).base64URL
         let refresh = withRefreshToken ? "cgr_" + randomBytes(32).base64URL : nil
         let keys = [Self.key(access)] + (refresh.map { [Self.key($0)] } ?? [])
         let lifetimes = [Double(accessLifetime)] + (refresh == nil ? [] : [Double(refreshLifetime)])
         let kinds = [false] + (refresh == nil ? [] : [true])
         let scopes = caller.scopes.sorted()
-        let (client, logger) = (self.client, self.logger)
-        try await within("issue") {
+        let (client, logger) = (self.client, requestLogger)
+        try await within("issue", requestLogger) {
             _ = try await client.query("""
                 INSERT INTO session_tokens (key, tenant, client, scopes, grant_id, expires, is_refresh)
                 SELECT k, \(caller.tenantID), \(caller.clientID), \(scopes), \(caller.grantID),
@@ -92,10 +89,10 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         return TokenResult(accessToken: access, refreshToken: refresh, expiresIn: accessLifetime)
     }
 
-    public func authenticate(accessToken: String) async throws(CSCError) -> Caller {
+    public func authenticate(accessToken: String, logger requestLogger: Logger) async throws(CSCError) -> Caller {
         let k = Self.key(accessToken)
-        let (client, logger) = (self.client, self.logger)
-        let row = try await within("authenticate") { () -> (String, String, [String], String, Bool, Bool, Bool)? in
+        let (client, logger) = (self.client, requestLogger)
+        let row = try await within("authenticate", requestLogger) { () -> (String, String, [String], String, Bool, Bool, Bool)? in
             let rows = try await client.query("""
                 SELECT tenant, client, scopes, grant_id, is_refresh, revoked, expires > extract(epoch from clock_timestamp())
                 FROM session_tokens WHERE key = \(k)
@@ -109,11 +106,11 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         return Caller(tenantID: tenant, clientID: clientID, scopes: Set(scopes), grantID: grant)
     }
 
-    public func refresh(_ token: String, clientID: String?) async throws(CSCError) -> TokenResult {
+    public func refresh(_ token: String, clientID: String?, logger requestLogger: Logger) async throws(CSCError) -> TokenResult {
         let k = Self.key(token)
-        let (client, logger) = (self.client, self.logger)
+        let (client, logger) = (self.client, requestLogger)
         // Taken out in one statement, so two instances refreshing one token cannot both win.
-        let taken = try await within("refresh") { () -> (String, String, [String], String, Bool)? in
+        let taken = try await within("refresh", requestLogger) { () -> (String, String, [String], String, Bool)? in
             let rows = try await client.query("""
                 DELETE FROM session_tokens
                 WHERE key = \(k) AND is_refresh AND NOT revoked AND (\(clientID)::text IS NULL OR client = \(clientID))
@@ -125,13 +122,13 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         guard let (tenant, owner, scopes, grant, alive) = taken else { throw .invalidGrant("The refresh token is not valid") }
         guard alive else { throw .invalidGrant("The refresh token has expired") }
         return try await issue(for: Caller(tenantID: tenant, clientID: owner, scopes: Set(scopes), grantID: grant),
-                               withRefreshToken: true)
+                               withRefreshToken: true, requestLogger)
     }
 
-    public func revoke(_ token: String, clientID: String) async throws(CSCError) {
+    public func revoke(_ token: String, clientID: String, logger requestLogger: Logger) async throws(CSCError) {
         let k = Self.key(token)
-        let (client, logger) = (self.client, self.logger)
-        try await within("revoke") {
+        let (client, logger) = (self.client, requestLogger)
+        try await within("revoke", requestLogger) {
             _ = try await client.query("""
                 UPDATE session_tokens SET revoked = true
                 WHERE (key = \(k) AND client = \(clientID))
@@ -142,9 +139,9 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
 
     // MARK: SAD budgets
 
-    public func consume(_ claims: SADClaims, hashes: [String]) async throws(CSCError) {
-        let (client, logger) = (self.client, self.logger)
-        let verdict = try await within("consume") { () -> String in
+    public func consume(_ claims: SADClaims, hashes: [String], logger requestLogger: Logger) async throws(CSCError) {
+        let (client, logger) = (self.client, requestLogger)
+        let verdict = try await within("consume", requestLogger) { () -> String in
             let rows = try await client.query("""
                 SELECT cscgate_sad_consume(\(claims.id), \(claims.numSignatures), \(claims.hashes)::text[], \(Double(claims.expires)), \(hashes)::text[])
                 """, logger: logger)
@@ -160,10 +157,10 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         }
     }
 
-    public func refund(_ claims: SADClaims, hashes: [String]) async {
-        let (client, logger) = (self.client, self.logger)
+    public func refund(_ claims: SADClaims, hashes: [String], logger requestLogger: Logger) async {
+        let (client, logger) = (self.client, requestLogger)
         // A refund that does not reach the store leaves the SAD short, never long: logged, not thrown.
-        _ = try? await within("refund") {
+        _ = try? await within("refund", requestLogger) {
             _ = try await client.query("""
                 UPDATE sad_budgets SET remaining = remaining + \(hashes.count)::bigint,
                   hashes = CASE WHEN hashes IS NULL THEN NULL ELSE hashes || \(hashes)::text[] END
@@ -172,9 +169,9 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         }
     }
 
-    public func retire(_ claims: SADClaims) async throws(CSCError) -> Int {
-        let (client, logger) = (self.client, self.logger)
-        return try await within("retire") { () -> Int in
+    public func retire(_ claims: SADClaims, logger requestLogger: Logger) async throws(CSCError) -> Int {
+        let (client, logger) = (self.client, requestLogger)
+        return try await within("retire", requestLogger) { () -> Int in
             let rows = try await client.query("""
                 SELECT cscgate_sad_retire(\(claims.id), \(claims.numSignatures), \(claims.hashes)::text[], \(Double(claims.expires)))
                 """, logger: logger)
@@ -183,17 +180,17 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         }
     }
 
-    public func settle(_ claims: SADClaims) async {
-        let (client, logger) = (self.client, self.logger)
-        _ = try? await within("settle") {
+    public func settle(_ claims: SADClaims, logger requestLogger: Logger) async {
+        let (client, logger) = (self.client, requestLogger)
+        _ = try? await within("settle", requestLogger) {
             _ = try await client.query("UPDATE sad_budgets SET retired = NULL, retired_hashes = NULL WHERE id = \(claims.id)",
                                    logger: logger)
         }
     }
 
-    public func restore(_ claims: SADClaims) async {
-        let (client, logger) = (self.client, self.logger)
-        _ = try? await within("restore") {
+    public func restore(_ claims: SADClaims, logger requestLogger: Logger) async {
+        let (client, logger) = (self.client, requestLogger)
+        _ = try? await within("restore", requestLogger) {
             _ = try await client.query("""
                 UPDATE sad_budgets SET remaining = retired, hashes = retired_hashes, retired = NULL, retired_hashes = NULL
                 WHERE id = \(claims.id) AND retired IS NOT NULL
@@ -276,38 +273,3 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
     }
 }
 
-/// A deadline per statement that costs a timer on an event loop, cancelled when the statement
-/// answers: every request makes one or two of these calls, and a sleeping task per call (a
-/// task group and a Dispatch timer) cost more CPU than the statement itself.
-enum StatementDeadline {
-    struct Passed: Error, CustomStringConvertible {
-        let limit: Duration
-        var description: String { "no answer within \(limit)" }
-    }
-
-    final class Race<T: Sendable>: Sendable {
-        let continuation = Mutex<CheckedContinuation<Result<T, any Error>, Never>?>(nil)
-        let work = Mutex<Task<Void, Never>?>(nil)
-        func finish(_ result: Result<T, any Error>) { continuation.withLock { $0.take() }?.resume(returning: result) }
-    }
-
-    static func run<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async -> Result<T, any Error> {
-        let race = Race<T>()
-        let loop = MultiThreadedEventLoopGroup.singleton.any()
-        let nanos = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>, Never>) in
-            race.continuation.withLock { $0 = continuation }
-            let timer = loop.scheduleTask(in: .nanoseconds(nanos)) {
-                race.work.withLock { $0 }?.cancel()
-                race.finish(.failure(Passed(limit: limit)))
-            }
-            let work = Task {
-                let result: Result<T, any Error>
-                do { result = .success(try await body()) } catch { result = .failure(error) }
-                race.finish(result)
-                timer.cancel()
-            }
-            race.work.withLock { $0 = work }
-        }
-    }
-}

@@ -39,6 +39,8 @@ private func claims(_ n: Int, hashes: [String]? = nil, from budgets: any SADBudg
               numSignatures: n, hashes: hashes)
 }
 
+private let log = Logger(label: "session-store-test")
+
 /// The CSC error `body` throws; nil when it succeeds (any other error is a failed test).
 private func refusal(_ body: () async throws -> Void) async -> CSCError? {
     do { try await body(); return nil } catch let e as CSCError { return e } catch {
@@ -53,16 +55,16 @@ struct SessionStoreTests {
           arguments: SessionBackend.allCases)
     func tokensAcrossInstances(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
-        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: ["service"], withRefreshToken: false)
-        let caller = try await s.tokens[1].authenticate(accessToken: issued.accessToken)
+        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: ["service"], withRefreshToken: false, logger: log)
+        let caller = try await s.tokens[1].authenticate(accessToken: issued.accessToken, logger: log)
         #expect(caller.tenantID == "acme" && caller.clientID == "acme-app" && caller.scopes == ["service"])
         // Another client's revocation is ignored silently (RFC 7009).
-        try await s.tokens[1].revoke(issued.accessToken, clientID: "other-app")
-        _ = try await s.tokens[0].authenticate(accessToken: issued.accessToken)
-        try await s.tokens[1].revoke(issued.accessToken, clientID: "acme-app")
-        let e = await refusal { _ = try await s.tokens[0].authenticate(accessToken: issued.accessToken) }
+        try await s.tokens[1].revoke(issued.accessToken, clientID: "other-app", logger: log)
+        _ = try await s.tokens[0].authenticate(accessToken: issued.accessToken, logger: log)
+        try await s.tokens[1].revoke(issued.accessToken, clientID: "acme-app", logger: log)
+        let e = await refusal { _ = try await s.tokens[0].authenticate(accessToken: issued.accessToken, logger: log) }
         #expect(e?.status == 401 && e?.error == "expired_token" && e?.errorDescription.contains("revoked") == true)
-        let unknown = await refusal { _ = try await s.tokens[0].authenticate(accessToken: "cga_nothing") }
+        let unknown = await refusal { _ = try await s.tokens[0].authenticate(accessToken: "cga_nothing", logger: log) }
         #expect(unknown == .invalidToken())
         await s.close()
     }
@@ -71,14 +73,14 @@ struct SessionStoreTests {
           arguments: SessionBackend.allCases)
     func grantRevocation(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
-        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: [], withRefreshToken: true)
+        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: [], withRefreshToken: true, logger: log)
         let refresh = try #require(issued.refreshToken)
-        let asAccess = await refusal { _ = try await s.tokens[1].authenticate(accessToken: refresh) }
+        let asAccess = await refusal { _ = try await s.tokens[1].authenticate(accessToken: refresh, logger: log) }
         #expect(asAccess == .invalidToken())
-        try await s.tokens[1].revoke(refresh, clientID: "acme-app")
-        let e = await refusal { _ = try await s.tokens[0].authenticate(accessToken: issued.accessToken) }
+        try await s.tokens[1].revoke(refresh, clientID: "acme-app", logger: log)
+        let e = await refusal { _ = try await s.tokens[0].authenticate(accessToken: issued.accessToken, logger: log) }
         #expect(e?.error == "expired_token")
-        let again = await refusal { _ = try await s.tokens[0].refresh(refresh, clientID: nil) }
+        let again = await refusal { _ = try await s.tokens[0].refresh(refresh, clientID: nil, logger: log) }
         #expect(again?.error == "invalid_grant")
         await s.close()
     }
@@ -87,17 +89,17 @@ struct SessionStoreTests {
           arguments: SessionBackend.allCases)
     func refreshRotation(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
-        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: ["service"], withRefreshToken: true)
+        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: ["service"], withRefreshToken: true, logger: log)
         let refresh = try #require(issued.refreshToken)
-        let wrongOwner = await refusal { _ = try await s.tokens[1].refresh(refresh, clientID: "other-app") }
+        let wrongOwner = await refusal { _ = try await s.tokens[1].refresh(refresh, clientID: "other-app", logger: log) }
         #expect(wrongOwner?.error == "invalid_grant")
         let results = await withTaskGroup(of: TokenResult?.self) { group in
-            for i in 0..<10 { group.addTask { try? await s.tokens[i % 2].refresh(refresh, clientID: "acme-app") } }
+            for i in 0..<10 { group.addTask { try? await s.tokens[i % 2].refresh(refresh, clientID: "acme-app", logger: log) } }
             return await group.reduce(into: [TokenResult]()) { if let r = $1 { $0.append(r) } }
         }
         #expect(results.count == 1)
         let next = try #require(results.first)
-        let caller = try await s.tokens[0].authenticate(accessToken: next.accessToken)
+        let caller = try await s.tokens[0].authenticate(accessToken: next.accessToken, logger: log)
         #expect(caller.scopes == ["service"])
         #expect(next.refreshToken != nil && next.refreshToken != refresh)
         await s.close()
@@ -106,10 +108,10 @@ struct SessionStoreTests {
     @Test("an access token expires on every instance", arguments: SessionBackend.allCases)
     func expiry(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend, accessLifetime: 1)
-        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: [], withRefreshToken: false)
-        _ = try await s.tokens[1].authenticate(accessToken: issued.accessToken)
+        let issued = try await s.tokens[0].issue(tenantID: "acme", clientID: "acme-app", scopes: [], withRefreshToken: false, logger: log)
+        _ = try await s.tokens[1].authenticate(accessToken: issued.accessToken, logger: log)
         try await Task.sleep(for: .milliseconds(1100))
-        let e = await refusal { _ = try await s.tokens[1].authenticate(accessToken: issued.accessToken) }
+        let e = await refusal { _ = try await s.tokens[1].authenticate(accessToken: issued.accessToken, logger: log) }
         #expect(e == .expiredToken())
         await s.close()
     }
@@ -119,14 +121,14 @@ struct SessionStoreTests {
     func budgetAcrossInstances(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
         let c = claims(3, from: s.budgets[0])
-        try await s.budgets[0].consume(c, hashes: ["a"])
-        let tooMany = await refusal { try await s.budgets[1].consume(c, hashes: ["b", "c", "d"]) }
+        try await s.budgets[0].consume(c, hashes: ["a"], logger: log)
+        let tooMany = await refusal { try await s.budgets[1].consume(c, hashes: ["b", "c", "d"], logger: log) }
         #expect(tooMany?.errorDescription == "Numbers of signatures is too high")
-        try await s.budgets[1].consume(c, hashes: ["b", "c"])
-        let spent = await refusal { try await s.budgets[0].consume(c, hashes: ["e"]) }
+        try await s.budgets[1].consume(c, hashes: ["b", "c"], logger: log)
+        let spent = await refusal { try await s.budgets[0].consume(c, hashes: ["e"], logger: log) }
         #expect(spent?.status == 400 && spent?.errorDescription.contains("used up") == true)
-        await s.budgets[1].refund(c, hashes: ["c"])
-        try await s.budgets[0].consume(c, hashes: ["c"])
+        await s.budgets[1].refund(c, hashes: ["c"], logger: log)
+        try await s.budgets[0].consume(c, hashes: ["c"], logger: log)
         await s.close()
     }
 
@@ -135,17 +137,17 @@ struct SessionStoreTests {
     func hashBinding(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
         let c = claims(4, hashes: ["h1", "h2", "h1", "h3"], from: s.budgets[0])
-        try await s.budgets[0].consume(c, hashes: ["h1"])
-        let foreign = await refusal { try await s.budgets[1].consume(c, hashes: ["h4"]) }
+        try await s.budgets[0].consume(c, hashes: ["h1"], logger: log)
+        let foreign = await refusal { try await s.budgets[1].consume(c, hashes: ["h4"], logger: log) }
         #expect(foreign?.errorDescription == "Hash is not authorized by the SAD")
         // All or nothing: the refused request took neither of its hashes.
-        let mixed = await refusal { try await s.budgets[1].consume(c, hashes: ["h2", "h4"]) }
+        let mixed = await refusal { try await s.budgets[1].consume(c, hashes: ["h2", "h4"], logger: log) }
         #expect(mixed?.errorDescription == "Hash is not authorized by the SAD")
-        try await s.budgets[1].consume(c, hashes: ["h1", "h2"])
+        try await s.budgets[1].consume(c, hashes: ["h1", "h2"], logger: log)
         // One signature is left, but only for h3: a third h1 is refused for the hash, not the count.
-        let again = await refusal { try await s.budgets[0].consume(c, hashes: ["h1"]) }
+        let again = await refusal { try await s.budgets[0].consume(c, hashes: ["h1"], logger: log) }
         #expect(again?.errorDescription == "Hash is not authorized by the SAD")
-        try await s.budgets[0].consume(c, hashes: ["h3"])
+        try await s.budgets[0].consume(c, hashes: ["h3"], logger: log)
         await s.close()
     }
 
@@ -156,7 +158,7 @@ struct SessionStoreTests {
         let c = claims(7, from: s.budgets[0])
         let taken = await withTaskGroup(of: Bool.self) { group in
             for i in 0..<20 {
-                group.addTask { await refusal { try await s.budgets[i % 2].consume(c, hashes: ["h\(i)"]) } == nil }
+                group.addTask { await refusal { try await s.budgets[i % 2].consume(c, hashes: ["h\(i)"], logger: log) } == nil }
             }
             return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
         }
@@ -169,33 +171,20 @@ struct SessionStoreTests {
     func retirement(_ backend: SessionBackend) async throws {
         let s = try await SessionPair.make(backend)
         let c = claims(5, hashes: ["a", "b", "c", "d", "e"], from: s.budgets[0])
-        try await s.budgets[0].consume(c, hashes: ["a", "b"])
-        #expect(try await s.budgets[1].retire(c) == 3)
-        let retired = await refusal { try await s.budgets[0].consume(c, hashes: ["c"]) }
+        try await s.budgets[0].consume(c, hashes: ["a", "b"], logger: log)
+        #expect(try await s.budgets[1].retire(c, logger: log) == 3)
+        let retired = await refusal { try await s.budgets[0].consume(c, hashes: ["c"], logger: log) }
         #expect(retired?.errorDescription.contains("used up") == true)
-        await s.budgets[1].restore(c)
-        try await s.budgets[0].consume(c, hashes: ["c"])
-        #expect(try await s.budgets[0].retire(c) == 2)
-        await s.budgets[0].settle(c)
-        await s.budgets[1].restore(c)
-        let settled = await refusal { try await s.budgets[1].consume(c, hashes: ["d"]) }
+        await s.budgets[1].restore(c, logger: log)
+        try await s.budgets[0].consume(c, hashes: ["c"], logger: log)
+        #expect(try await s.budgets[0].retire(c, logger: log) == 2)
+        await s.budgets[0].settle(c, logger: log)
+        await s.budgets[1].restore(c, logger: log)
+        let settled = await refusal { try await s.budgets[1].consume(c, hashes: ["d"], logger: log) }
         #expect(settled != nil, "a settled extension is not undone by a late restore")
         // A SAD never seen before retires with its whole budget.
-        #expect(try await s.budgets[1].retire(claims(4, from: s.budgets[0])) == 4)
+        #expect(try await s.budgets[1].retire(claims(4, from: s.budgets[0]), logger: log) == 4)
         await s.close()
-    }
-
-    @Test("a statement that does not answer in time is abandoned at the deadline, one that does is answered")
-    func deadline() async throws {
-        let started = ContinuousClock.now
-        let late = await StatementDeadline.run(.milliseconds(200)) { () async throws -> Int in
-            try await Task.sleep(for: .seconds(5))
-            return 1
-        }
-        #expect((try? late.get()) == nil)
-        #expect(ContinuousClock.now - started < .seconds(2))
-        let quick = await StatementDeadline.run(.seconds(5)) { () async throws -> Int in 7 }
-        #expect((try? quick.get()) == 7)
     }
 
     @Test("a step the database holds up past the timeout is refused with a 503, not waited for")
@@ -203,7 +192,7 @@ struct SessionStoreTests {
         let settings = try Backend.postgresSettings()
         let store = try await PostgresSessionStore(settings: settings, timeout: 0.3, accessLifetime: 60, refreshLifetime: 60)
         let c = claims(2, from: store)
-        try await store.consume(c, hashes: ["a"])
+        try await store.consume(c, hashes: ["a"], logger: log)
         // Another session holds the SAD's row: the next step waits on its lock.
         let logger = Logger(label: "session-store-test")
         let locker = try settings.client(application: "session-store-test", connectTimeout: .seconds(5), logger: logger)
@@ -211,7 +200,7 @@ struct SessionStoreTests {
         try await locker.withTransaction(logger: logger) { conn in
             _ = try await conn.query("SELECT 1 FROM sad_budgets WHERE id = \(c.id) FOR UPDATE", logger: logger)
             let started = ContinuousClock.now
-            let e = await refusal { try await store.consume(c, hashes: ["b"]) }
+            let e = await refusal { try await store.consume(c, hashes: ["b"], logger: log) }
             #expect(e?.status == 503 && e?.error == "temporarily_unavailable")
             #expect(ContinuousClock.now - started < .seconds(1.5))
         }
@@ -223,14 +212,14 @@ struct SessionStoreTests {
     func unreachable() async throws {
         let settings = try Backend.postgresSettings()
         let store = try await PostgresSessionStore(settings: settings, timeout: 0.5, accessLifetime: 60, refreshLifetime: 60)
-        let issued = try await store.issue(tenantID: "acme", clientID: "acme-app", scopes: [], withRefreshToken: false)
+        let issued = try await store.issue(tenantID: "acme", clientID: "acme-app", scopes: [], withRefreshToken: false, logger: log)
         await store.shutdown()
         let started = ContinuousClock.now
-        let e = await refusal { _ = try await store.authenticate(accessToken: issued.accessToken) }
+        let e = await refusal { _ = try await store.authenticate(accessToken: issued.accessToken, logger: log) }
         #expect(e?.status == 503 && e?.error == "temporarily_unavailable")
         #expect(e?.errorDescription.contains(settings.host) == false && e?.errorDescription.contains("postgres") == false)
         #expect(ContinuousClock.now - started < .seconds(3))
-        let spent = await refusal { try await store.consume(claims(1, from: store), hashes: ["a"]) }
+        let spent = await refusal { try await store.consume(claims(1, from: store), hashes: ["a"], logger: log) }
         #expect(spent?.status == 503, "no budget is granted on a guess")
 
         var closed = settings

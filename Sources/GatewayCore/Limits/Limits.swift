@@ -313,22 +313,30 @@ public struct CounterStoreUnavailable: Error, CustomStringConvertible, Sendable 
 }
 
 /// Runs a call with a deadline that holds even if the call ignores cancellation: the caller
-/// is answered at the deadline and the call is left to finish (or fail) on its own.
-enum Deadline {
+/// is answered at the deadline and the call is left to finish (or fail) on its own. Shared by
+/// the stores that live across a network (limit counters, sessions).
+public enum Deadline {
+    /// The call did not answer in time.
+    public struct Passed: Error, CustomStringConvertible, Sendable {
+        public let seconds: Double
+        public var description: String { "no answer within \(seconds) s" }
+    }
+
     final class State<T: Sendable>: Sendable {
         let continuation = Mutex<CheckedContinuation<T, Error>?>(nil)
         let work = Mutex<Task<Void, Never>?>(nil)
         func take() -> CheckedContinuation<T, Error>? { continuation.withLock { $0.take() } }
     }
 
-    static func run<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    public static func run<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let state = State<T>()
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
             state.continuation.withLock { $0 = continuation }
-            // A Dispatch timer, not a task: it fires even when every executor thread is busy.
+            // A Dispatch timer, not a task or an event-loop timer: it fires even when every
+            // executor thread and event loop is busy (a loop may be signing inline).
             DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
                 if let c = state.take() {
-                    c.resume(throwing: CounterStoreUnavailable(reason: "no answer within \(seconds) s"))
+                    c.resume(throwing: Passed(seconds: seconds))
                     state.work.withLock { $0 }?.cancel()
                 }
             }

@@ -1,19 +1,22 @@
 import CSC
 import Crypto
 import Foundation
+import Logging
 
 /// The gateway's own access and refresh tokens: in this process (`TokenStore`), or shared by
 /// every instance through `sessions:` in PostgreSQL, so a token issued by one instance works,
 /// and is revoked, on all of them.
 public protocol SessionTokens: Sendable {
-    func issue(tenantID: String, clientID: String, scopes: Set<String>, withRefreshToken: Bool) async throws(CSCError) -> TokenResult
+    // `logger` is the request's: what a shared store logs about a failure carries the request id.
+    func issue(tenantID: String, clientID: String, scopes: Set<String>, withRefreshToken: Bool,
+               logger: Logger) async throws(CSCError) -> TokenResult
     /// The caller behind an access token, or the CSC 401 a client must see.
-    func authenticate(accessToken: String) async throws(CSCError) -> Caller
+    func authenticate(accessToken: String, logger: Logger) async throws(CSCError) -> Caller
     /// Rotates a refresh token: the old one stops working. `clientID`, when given, must own it.
-    func refresh(_ token: String, clientID: String?) async throws(CSCError) -> TokenResult
+    func refresh(_ token: String, clientID: String?, logger: Logger) async throws(CSCError) -> TokenResult
     /// A refresh token takes every token of its grant with it; an access token goes alone.
     /// Another client's token is left untouched, silently (RFC 7009).
-    func revoke(_ token: String, clientID: String) async throws(CSCError)
+    func revoke(_ token: String, clientID: String, logger: Logger) async throws(CSCError)
 }
 
 /// What each gateway SAD has left to sign (count and, under SCAL 2, which hashes): in this
@@ -23,19 +26,37 @@ public protocol SADBudgets: Sendable {
     /// The id of a SAD about to be issued: the key of its budget here.
     func newSADID() -> String
     /// Takes `hashes` out of the SAD's budget, or refuses without taking anything.
-    func consume(_ claims: SADClaims, hashes: [String]) async throws(CSCError)
+    func consume(_ claims: SADClaims, hashes: [String], logger: Logger) async throws(CSCError)
     /// Gives back what a failed upstream call did not sign.
-    func refund(_ claims: SADClaims, hashes: [String]) async
+    func refund(_ claims: SADClaims, hashes: [String], logger: Logger) async
     /// Takes everything a SAD has left, for `extendTransaction`; returns how many signatures that was.
-    func retire(_ claims: SADClaims) async throws(CSCError) -> Int
+    func retire(_ claims: SADClaims, logger: Logger) async throws(CSCError) -> Int
     /// The extension is done: the old SAD stays spent.
-    func settle(_ claims: SADClaims) async
+    func settle(_ claims: SADClaims, logger: Logger) async
     /// The extension failed: the old SAD gets back exactly what it had.
-    func restore(_ claims: SADClaims) async
+    func restore(_ claims: SADClaims, logger: Logger) async
 }
 
-extension TokenStore: SessionTokens {}
-extension SADUsage: SADBudgets {}
+/// In this process nothing can fail to answer, so there is nothing to log.
+extension TokenStore: SessionTokens {
+    public func issue(tenantID: String, clientID: String, scopes: Set<String>, withRefreshToken: Bool,
+                      logger: Logger) -> TokenResult {
+        issue(tenantID: tenantID, clientID: clientID, scopes: scopes, withRefreshToken: withRefreshToken)
+    }
+    public func authenticate(accessToken: String, logger: Logger) throws(CSCError) -> Caller { try authenticate(accessToken: accessToken) }
+    public func refresh(_ token: String, clientID: String?, logger: Logger) throws(CSCError) -> TokenResult {
+        try refresh(token, clientID: clientID)
+    }
+    public func revoke(_ token: String, clientID: String, logger: Logger) { revoke(token, clientID: clientID) }
+}
+
+extension SADUsage: SADBudgets {
+    public func consume(_ claims: SADClaims, hashes: [String], logger: Logger) throws(CSCError) { try consume(claims, hashes: hashes) }
+    public func refund(_ claims: SADClaims, hashes: [String], logger: Logger) { refund(claims, hashes: hashes) }
+    public func retire(_ claims: SADClaims, logger: Logger) throws(CSCError) -> Int { try retire(claims) }
+    public func settle(_ claims: SADClaims, logger: Logger) { settle(claims) }
+    public func restore(_ claims: SADClaims, logger: Logger) { restore(claims) }
+}
 
 extension SADBudgets {
     public func newSADID() -> String { randomBytes(16).base64URL }

@@ -244,13 +244,13 @@ extension Gateway {
         defer { admission.finish() }
         note.stage("upstream")
         // Take what is left in one step; a signHash racing this extension finds the old SAD spent.
-        let left = try await usage.retire(claims)
+        let left = try await usage.retire(claims, logger: context.logger)
         do {
             let result = try await extend(claims, left: left, route, backend, credential, request, context)
-            await usage.settle(claims)
+            await usage.settle(claims, logger: context.logger)
             return result
         } catch {
-            await usage.restore(claims)
+            await usage.restore(claims, logger: context.logger)
             throw error
         }
     }

@@ -108,12 +108,12 @@ extension Gateway {
     }()
 
     /// `auth/login`: Basic client credentials, or a refresh token in the body.
-    public func login(_ request: LoginRequest, basic: (id: String, secret: String)?) async throws -> TokenResult {
+    public func login(_ request: LoginRequest, basic: (id: String, secret: String)?, logger: Logger) async throws -> TokenResult {
         if let refresh = request.refreshToken {
             guard basic == nil else {
                 throw CSCError.invalidRequest("Send either an Authorization header or refresh_token, not both")
             }
-            do { return try await tokens.refresh(refresh, clientID: nil) } catch let e as CSCError where e.status == 503 {
+            do { return try await tokens.refresh(refresh, clientID: nil, logger: logger) } catch let e as CSCError where e.status == 503 {
                 throw e
             } catch {
                 throw CSCError.authenticationError("The refresh token is not valid")
@@ -125,20 +125,20 @@ extension Gateway {
         }
         let entry = try authenticateClient(id: basic.id, secret: basic.secret, failure: .authenticationError())
         return try await tokens.issue(tenantID: entry.tenantID, clientID: entry.client.id, scopes: entry.client.scopes,
-                                  withRefreshToken: request.rememberMe)
+                                      withRefreshToken: request.rememberMe, logger: logger)
     }
 
     /// `oauth2/token` grants; the client is already authenticated by the caller of this method.
-    public func token(grantType: String, client: TenantDirectory.ClientEntry, refreshToken: String?) async throws -> TokenResult {
+    public func token(grantType: String, client: TenantDirectory.ClientEntry, refreshToken: String?, logger: Logger) async throws -> TokenResult {
         switch grantType {
         case "client_credentials":
             return try await tokens.issue(tenantID: client.tenantID, clientID: client.client.id, scopes: client.client.scopes,
-                                      withRefreshToken: false)
+                                          withRefreshToken: false, logger: logger)
         case "refresh_token":
             guard let refreshToken, !refreshToken.isEmpty else {
                 throw CSCError.invalidRequest("Missing parameter refresh_token")
             }
-            return try await tokens.refresh(refreshToken, clientID: client.client.id)
+            return try await tokens.refresh(refreshToken, clientID: client.client.id, logger: logger)
         case "authorization_code":
             throw CSCError.unsupportedGrantType("grant_type authorization_code is not offered; use client_credentials")
         default:
@@ -146,14 +146,14 @@ extension Gateway {
         }
     }
 
-    public func authenticate(accessToken: String) async throws(CSCError) -> Caller {
-        let caller = try await tokens.authenticate(accessToken: accessToken)
+    public func authenticate(accessToken: String, logger: Logger) async throws(CSCError) -> Caller {
+        let caller = try await tokens.authenticate(accessToken: accessToken, logger: logger)
         // A client removed from configuration loses access at once, whatever tokens it holds.
         guard directory.client(caller.clientID)?.tenantID == caller.tenantID else { throw .invalidToken() }
         return caller
     }
 
-    public func revoke(_ request: RevokeRequest, by clientID: String) async throws(CSCError) {
-        try await tokens.revoke(request.token, clientID: clientID)
+    public func revoke(_ request: RevokeRequest, by clientID: String, logger: Logger) async throws(CSCError) {
+        try await tokens.revoke(request.token, clientID: clientID, logger: logger)
     }
 }

@@ -58,14 +58,14 @@ extension Gateway {
         // 7. Budget and binding: count and (SCAL 2) hashes come out of the SAD, whatever the upstream checks.
         note.stage("budget")
         let encodedHashes = request.hashes.map { $0.base64EncodedString() }
-        try await usage.consume(claims, hashes: encodedHashes)
+        try await usage.consume(claims, hashes: encodedHashes, logger: context.logger)
 
         // 8. Limits: rates, concurrency and the monthly quota, counted in signatures; a refusal gives the budget back.
         let admission: Limits.Admission
         do {
             admission = try await admit(decision, facts, signatures: request.hashes.count, note, context)
         } catch {
-            await usage.refund(claims, hashes: encodedHashes)
+            await usage.refund(claims, hashes: encodedHashes, logger: context.logger)
             throw error
         }
         defer { admission.finish() }
@@ -74,7 +74,7 @@ extension Gateway {
         do {
             try await requireUsableCertificate(route, credential, caller, context, note)
         } catch {
-            await usage.refund(claims, hashes: encodedHashes)
+            await usage.refund(claims, hashes: encodedHashes, logger: context.logger)
             admission.cancel(context)
             throw error
         }
@@ -94,7 +94,7 @@ extension Gateway {
                 "upstream": .string(route.upstream), "upstream_ms": .string(Self.milliseconds(since: upstreamStarted)),
             ])
         } catch {
-            await usage.refund(claims, hashes: encodedHashes)
+            await usage.refund(claims, hashes: encodedHashes, logger: context.logger)
             admission.cancel(context)
             throw error
         }
