@@ -20,20 +20,10 @@ public final class PostgresCounterStore: CounterStore {
     /// Fails within `connectTimeout` when the server cannot be reached.
     public init(settings: GatewayConfiguration.PostgresLedgerSettings, connectTimeout: Duration = .seconds(15),
                 logger: Logger = Logger(label: "cscgate.counters.postgres")) async throws {
-        // Short: while the server is away, a decision must not wait long for a connection.
-        let client = try settings.client(application: "cscgate-counters", connectTimeout: .seconds(2), logger: logger)
-        self.client = client
-        self.runner = Task { await client.run() }
-        self.logger = logger
-        do {
-            try await PostgresLedger.withDeadline(connectTimeout, what: "connecting to \(settings.url)") {
-                try await Self.install(client, schema: settings.schema, logger: logger)
-            }
-        } catch {
-            runner.cancel()
-            await runner.value
-            throw PostgresLedgerError(error)
+        (client, runner) = try await settings.start(application: "cscgate-counters", connectTimeout: connectTimeout, logger: logger) {
+            try await Self.install($0, schema: settings.schema, logger: logger)
         }
+        self.logger = logger
     }
 
     public func charge(_ charges: [CounterCharge]) async throws -> [CounterVerdict] {

@@ -521,6 +521,23 @@ enum PostgresLedgerSchema {
 }
 
 extension GatewayConfiguration.PostgresLedgerSettings {
+    /// Starts a client (its pool runs in the returned task until cancelled) and runs `install`
+    /// within `connectTimeout`; on failure the client is stopped again and the error thrown.
+    func start(application: String, connectTimeout: Duration, logger: Logger,
+               install: @escaping @Sendable (PostgresClient) async throws -> Void) async throws -> (PostgresClient, Task<Void, Never>) {
+        // Short: while the server is away, a decision must not wait long for a connection.
+        let client = try client(application: application, connectTimeout: .seconds(2), logger: logger)
+        let runner = Task { await client.run() }
+        do {
+            try await PostgresLedger.withDeadline(connectTimeout, what: "connecting to \(url)") { try await install(client) }
+        } catch {
+            runner.cancel()
+            await runner.value
+            throw PostgresLedgerError(error)
+        }
+        return (client, runner)
+    }
+
     /// A client for this database (password resolved now, TLS as configured, the schema on the
     /// search path), not yet running: its owner runs it in a task of its own.
     func client(application: String, connectTimeout: Duration, logger: Logger,

@@ -24,23 +24,13 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
     public init(settings: GatewayConfiguration.PostgresLedgerSettings, timeout: Double,
                 accessLifetime: Int, refreshLifetime: Int, connectTimeout: Duration = .seconds(15),
                 logger: Logger = Logger(label: "cscgate.sessions.postgres")) async throws {
-        // Short: while the server is away, a decision must not wait long for a connection.
-        let client = try settings.client(application: "cscgate-sessions", connectTimeout: .seconds(2), logger: logger)
-        self.client = client
-        self.runner = Task { await client.run() }
+        (client, runner) = try await settings.start(application: "cscgate-sessions", connectTimeout: connectTimeout, logger: logger) {
+            try await Self.install($0, schema: settings.schema, logger: logger)
+        }
         self.logger = logger
         self.timeout = timeout
         self.accessLifetime = accessLifetime
         self.refreshLifetime = refreshLifetime
-        do {
-            try await PostgresLedger.withDeadline(connectTimeout, what: "connecting to \(settings.url)") {
-                try await Self.install(client, schema: settings.schema, logger: logger)
-            }
-        } catch {
-            runner.cancel()
-            await runner.value
-            throw PostgresLedgerError(error)
-        }
     }
 
     public func shutdown() async {
