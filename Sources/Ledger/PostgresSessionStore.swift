@@ -15,7 +15,6 @@ import PostgresNIO
 public final class PostgresSessionStore: SessionTokens, SADBudgets {
     let client: PostgresClient
     private let runner: Task<Void, Never>
-    private let logger: Logger
     private let timeout: Double
     private let accessLifetime: Int
     private let refreshLifetime: Int
@@ -27,7 +26,6 @@ public final class PostgresSessionStore: SessionTokens, SADBudgets {
         (client, runner) = try await settings.start(application: "cscgate-sessions", connectTimeout: connectTimeout, logger: logger) {
             try await Self.install($0, schema: settings.schema, logger: logger)
         }
-        self.logger = logger
         self.timeout = timeout
         self.accessLifetime = accessLifetime
         self.refreshLifetime = refreshLifetime
