@@ -87,14 +87,55 @@ public struct UsageCursor: Sendable, Equatable {
 /// Opens the configured ledger, for writing (`serve`) or reading (`ledger verify`, `report`).
 public enum LedgerBackends {
     /// The ledger `serve` records into. A PostgreSQL ledger runs its connection pool until
-    /// `shutdown()`; its schema is migrated before this returns.
-    public static func openLedger(_ settings: GatewayConfiguration.LedgerSettings, signer: CheckpointSigner?) async throws
+    /// `shutdown()`; its schema is migrated before this returns. A SQLite ledger stores what its
+    /// journal holds from before (a crash) first. `inFlight` lets the SQLite journal's batches
+    /// wait for operations under way.
+    public static func openLedger(_ settings: GatewayConfiguration.LedgerSettings, signer: CheckpointSigner?,
+                                  inFlight: OperationsInFlight? = nil) async throws
         -> any UsageLedger & LedgerStore & LedgerLifecycle {
         switch settings.store {
         case .sqlite(let path):
-            return try SQLiteLedger(path: path, checkpoints: signer)
+            return try SQLiteLedger(path: path, checkpoints: signer, options: sqliteOptions(settings, inFlight: inFlight))
         case .postgres(let pg):
             return try await PostgresLedger(settings: pg, checkpoints: signer)
+        }
+    }
+
+    static func sqliteOptions(_ settings: GatewayConfiguration.LedgerSettings, inFlight: OperationsInFlight?)
+        -> SQLiteLedger.Options {
+        SQLiteLedger.Options(journalDirectory: settings.journalDirectory,
+                             commitDelay: .microseconds(Int64((settings.commitDelay * 1000).rounded())), inFlight: inFlight,
+                             applyInterval: .microseconds(Int64((settings.applyInterval * 1000).rounded())))
+    }
+
+    /// What a reader found of a SQLite ledger's journal before reading the file.
+    public enum JournalState: Sendable, Equatable {
+        /// Nothing waited in the journal (or the ledger is PostgreSQL).
+        case current
+        /// Events a stopped gateway had acknowledged were stored into the file first.
+        case recovered(events: Int)
+        /// A running gateway writes this ledger: events of the last moment may not be in the file yet.
+        case inUse
+    }
+
+    /// Before `ledger verify` or `report` read a SQLite file: if no gateway holds the ledger,
+    /// store what its journal holds (after a crash) as the gateway would at start. Needs the
+    /// checkpoint signer, so that checkpoints fall where they would have.
+    public static func recoverJournal(_ settings: GatewayConfiguration.LedgerSettings, signer: CheckpointSigner?) throws
+        -> JournalState {
+        guard case .sqlite(let path) = settings.store else { return .current }
+        let directory = settings.journalDirectory ?? SQLiteLedger.journalDirectory(for: path)
+        guard FileManager.default.fileExists(atPath: path),
+              (try? UsageJournal.segmentNames(directory).isEmpty) == false else { return .current }
+        var options = sqliteOptions(settings, inFlight: nil)
+        options.lockWait = .zero
+        do {
+            let ledger = try SQLiteLedger(path: path, checkpoints: signer, options: options)
+            let recovered = ledger.recoveredEvents
+            ledger.backlog.close()
+            return recovered > 0 ? .recovered(events: recovered) : .current
+        } catch JournalError.inUse {
+            return .inUse
         }
     }
 

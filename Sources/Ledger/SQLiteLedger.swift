@@ -6,18 +6,49 @@ import GRDB
 import GRDBSQLite
 import Synchronization
 
-/// The embedded usage ledger: one SQLite file (WAL, synchronous=FULL), one writer that commits
-/// in batches (group commit), and a hash chain per tenant that makes edits, deletions,
-/// insertions and reorderings detectable.
+/// The embedded usage ledger: a journal (`UsageJournal`) that makes each batch of events
+/// durable with one write and one flush, and one SQLite file (WAL, synchronous=FULL) that
+/// receives them in large transactions a moment later, hash-chained per tenant so that edits,
+/// deletions, insertions and reorderings are detectable.
 ///
-/// `record` returns once the batch holding the event is committed to disk, so the signHash
-/// answer waits for durability while many concurrent requests share one fsync.
+/// `record` returns once the batch holding the event is on disk in the journal, so the
+/// signHash answer waits for durability while concurrent requests share one flush. Reads
+/// through this type (reports, the usage APIs, quota seeding) first wait until the database
+/// holds every acknowledged event; the file itself trails the journal by at most
+/// `Options.applyInterval` under load. Opening the ledger stores whatever the journal holds
+/// beyond the database (after a crash) before anything new is recorded.
 public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, EvidenceStore {
+    public struct Options: Sendable {
+        /// Where the journal's segments live; default: the ledger's path + ".journal".
+        public var journalDirectory: String?
+        /// How long a batch may wait for operations still under way (0: never waits).
+        public var commitDelay: Duration
+        /// Operations under way, read by the commit window (the gateway's).
+        public var inFlight: OperationsInFlight?
+        /// How long an acknowledged event may wait before it is stored in the database.
+        public var applyInterval: Duration
+        public var segmentBytes: Int
+        /// How long opening waits for another process to let go of the journal.
+        public var lockWait: Duration
+        /// Replaces fdatasync (tests: a failing disk).
+        var flush: (@Sendable (Int32) -> Int32)?
+
+        public init(journalDirectory: String? = nil, commitDelay: Duration = .microseconds(700),
+                    inFlight: OperationsInFlight? = nil, applyInterval: Duration = .milliseconds(50),
+                    segmentBytes: Int = 8 << 20, lockWait: Duration = .seconds(5)) {
+            self.journalDirectory = journalDirectory; self.commitDelay = commitDelay; self.inFlight = inFlight
+            self.applyInterval = applyInterval; self.segmentBytes = segmentBytes; self.lockWait = lockWait
+        }
+    }
+
     let pool: DatabasePool
     private let writer: SQLiteChainWriter
+    let backlog: JournalBacklog
     private let commits: GroupCommit<UsageEvent>
+    /// Events the journal held at open beyond the database, stored before anything new.
+    public let recoveredEvents: Int
 
-    public init(path: String, checkpoints: CheckpointSigner? = nil) throws {
+    public init(path: String, checkpoints: CheckpointSigner? = nil, options: Options = Options()) throws {
         var config = Configuration()
         config.prepareDatabase { db in
             // Keep the pages a batch touches (table, time index, retry ids) in memory instead
@@ -26,7 +57,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         }
         config.busyMode = .timeout(5)
         let pool = try DatabasePool(path: path, configuration: config)
-        // FULL: a commit is on disk before `record` returns, even across a power cut. Set here,
+        // FULL: a commit is on disk before it returns, even across a power cut. Set here,
         // after the pool is open: DatabasePool switches its writer to NORMAL when it turns WAL
         // on, after `prepareDatabase` has run, and NORMAL only survives a crash of the process.
         try pool.writeWithoutTransaction { db in
@@ -39,13 +70,51 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         self.pool = pool
         let writer = SQLiteChainWriter(pool: pool, heads: try pool.read(ChainHead.loadAll), signer: checkpoints)
         self.writer = writer
+        let applied = try pool.read(JournalPosition.applied)
+        let journal = try UsageJournal.open(directory: options.journalDirectory ?? Self.journalDirectory(for: path),
+                                            segmentBytes: options.segmentBytes, afterSeq: applied, lockWait: options.lockWait,
+                                            flush: options.flush)
+        // What the journal holds beyond the database (a crash): stored now, in order.
+        let recovered = journal.recovered
+        var stored = applied
+        var start = 0
+        while start < recovered.entries.count {
+            let chunk = recovered.entries[start..<min(recovered.entries.count, start + JournalBacklog.maxTransaction)]
+            try writer.append(chunk.map(\.event), journalThrough: chunk.last?.seq)
+            stored = chunk.last?.seq ?? stored
+            start += chunk.count
+        }
+        if recovered.lastSeq > stored {
+            // The journal ended with records that hold no event (a voided batch).
+            try writer.append([], journalThrough: recovered.lastSeq)
+        }
+        journal.release(through: max(stored, recovered.lastSeq))
+        recoveredEvents = recovered.entries.count
+        let backlog = JournalBacklog(writer: writer, journal: journal, appliedThrough: max(applied, recovered.lastSeq),
+                                     interval: options.applyInterval)
+        self.backlog = backlog
+        let window = options.inFlight.flatMap { inFlight in
+            options.commitDelay > .zero
+                ? GroupCommit<UsageEvent>.Window(maxDelay: options.commitDelay, maxItems: 256, working: { inFlight.working })
+                : nil
+        }
         self.commits = GroupCommit(closedError: { SQLiteLedgerError.closed },
-                                   driver: .thread(name: "ledger-writer") { events in try writer.append(events) })
+                                   driver: .thread(name: "ledger-journal", window: window) { events in
+                                       backlog.enqueue(try journal.append(events))
+                                   })
     }
+
+    deinit { backlog.close() }
+
+    /// `<ledger path>.journal`, beside the SQLite file.
+    public static func journalDirectory(for path: String) -> String { path + ".journal" }
 
     public func record(_ event: UsageEvent) async throws {
         try await commits.submit(event)
     }
+
+    /// Returns once the database holds every event acknowledged before the call.
+    public func caughtUp() async throws { try await backlog.caughtUp() }
 
     /// `PRAGMA synchronous` of FULL, as SQLite reports it.
     static let synchronousFull = 2
@@ -55,28 +124,31 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         try pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA synchronous") }
     }
 
-    /// Only events whose request id the client chose can come again, so only they are found here.
+    /// Only events whose request id the client chose can come again, so only they are found
+    /// here: first among those acknowledged and not yet stored, then in the database (an event
+    /// leaves the first only once the second holds it).
     public func recordedEvent(id: String) async throws -> UsageEvent? {
-        try await pool.read { db in
+        if let pending = backlog.retryable(id) { return pending }
+        return try await pool.read { db in
             try Row.fetchOne(db, sql: """
                 SELECT e.* FROM usage_retry_ids r JOIN usage_events e ON e.tenant = r.tenant AND e.seq = r.seq WHERE r.id = ?
                 """, arguments: [id]).map(LedgerRow.event)
         }
     }
 
-    /// Appends already-made events in transactions of `chunk`, without the group-commit queue:
-    /// for imports and benchmarks, not for the request path (not concurrently with `record`).
+    /// Appends already-made events in transactions of `chunk`, without the journal: for imports
+    /// and benchmarks, not for the request path (not concurrently with `record`).
     public func load(_ events: [UsageEvent], chunk: Int = 50_000) async throws {
         var start = 0
         while start < events.count {
             let slice = Array(events[start..<min(events.count, start + chunk)])
-            try await Task.detached { [writer] in try writer.append(slice) }.value
+            try await Task.detached { [writer] in try writer.append(slice, journalThrough: nil) }.value
             start += chunk
         }
     }
 
     /// Evidence is rare (one response per certificate per nextUpdate): written in its own
-    /// transaction, outside the group-commit queue, and durable before any event names it.
+    /// transaction, outside the journal, and durable before any event names it.
     public func storeEvidence(_ der: Data) async throws -> String {
         let address = EvidenceHex.sha256(der)
         try await pool.write { db in
@@ -90,30 +162,55 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         try await pool.read { db in try Data.fetchOne(db, sql: "SELECT der FROM ocsp_evidence WHERE address = ?", arguments: [address]) }
     }
 
-    /// Lets pending records finish; later ones fail. The file closes with the last reference.
-    public func shutdown() async { await commits.close() }
+    /// Lets pending records finish and stores everything acknowledged; later records fail. The
+    /// journal's lock goes with the last reference.
+    public func shutdown() async {
+        await commits.close()
+        await backlog.finish()
+    }
 
-    public func tenants() async throws -> [String] { try await SQLiteLedgerStore.tenants(pool) }
+    public func tenants() async throws -> [String] {
+        try await caughtUp()
+        return try await SQLiteLedgerStore.tenants(pool)
+    }
     public func events(tenant: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
-        try await SQLiteLedgerStore.events(pool, tenant: tenant, after: seq, limit: limit)
+        try await caughtUp()
+        return try await SQLiteLedgerStore.events(pool, tenant: tenant, after: seq, limit: limit)
     }
     public func checkpoints(tenant: String) async throws -> [Checkpoint] {
-        try await SQLiteLedgerStore.checkpoints(pool, tenant: tenant)
+        try await caughtUp()
+        return try await SQLiteLedgerStore.checkpoints(pool, tenant: tenant)
     }
     public func usageCells(tenant: String, from: Date, to: Date, grouping: UsageReport.Grouping, byDay: Bool) async throws
         -> [UsageCell] {
-        try await SQLiteLedgerStore.usageCells(pool, tenant: tenant, from: from, to: to, grouping: grouping, byDay: byDay)
+        try await caughtUp()
+        return try await SQLiteLedgerStore.usageCells(pool, tenant: tenant, from: from, to: to, grouping: grouping, byDay: byDay)
     }
     public func usageEvents(_ query: UsageEventQuery) async throws -> [StoredEvent] {
-        try await SQLiteLedgerStore.usageEvents(pool, query)
+        try await caughtUp()
+        return try await SQLiteLedgerStore.usageEvents(pool, query)
     }
 }
 
 /// PIN and OTP attempts in the ledger file: each change is its own transaction, committed
-/// (synchronous=FULL) before the attempt's answer, beside the group commit's writes.
-extension SQLiteLedger: AuthorizationAttempts {
+/// (synchronous=FULL) before the attempt's answer, outside the journal. Also opened on its own
+/// (`cscgate keys unlock`) while a gateway runs: it does not touch the journal.
+public struct SQLiteAuthorizationAttempts: AuthorizationAttempts {
+    let writer: any DatabaseWriter
+
+    init(writer: any DatabaseWriter) { self.writer = writer }
+
+    /// The attempts table of the ledger file at `path`, which must exist (a gateway made it).
+    public init(path: String) throws {
+        guard FileManager.default.fileExists(atPath: path) else { throw SQLiteLedgerError.missing(path) }
+        var config = Configuration()
+        config.busyMode = .timeout(5)
+        writer = try DatabaseQueue(path: path, configuration: config)
+        try LedgerSchema.migrator.migrate(writer)
+    }
+
     public func reserve(_ key: String, limit: Int) async throws -> Bool {
-        try await pool.write { db in
+        try await writer.write { db in
             try db.execute(sql: """
                 INSERT INTO authorization_attempts (key, failures, last_step) VALUES (?, 1, -1)
                 ON CONFLICT (key) DO UPDATE SET failures = failures + 1 WHERE failures < ?
@@ -123,7 +220,7 @@ extension SQLiteLedger: AuthorizationAttempts {
     }
 
     public func accept(_ key: String, step: Int64?) async throws -> Bool {
-        try await pool.write { db in
+        try await writer.write { db in
             if let step {
                 try db.execute(sql: """
                     INSERT INTO authorization_attempts (key, failures, last_step) VALUES (?, 0, ?)
@@ -138,23 +235,33 @@ extension SQLiteLedger: AuthorizationAttempts {
     }
 
     public func failures(_ key: String) async throws -> Int {
-        try await pool.read { db in
+        try await writer.read { db in
             try Int.fetchOne(db, sql: "SELECT failures FROM authorization_attempts WHERE key = ?", arguments: [key]) ?? 0
         }
     }
 
     public func unlock(_ key: String) async throws {
-        try await pool.write { db in
+        try await writer.write { db in
             try db.execute(sql: "UPDATE authorization_attempts SET failures = 0 WHERE key = ?", arguments: [key])
         }
     }
 }
 
+extension SQLiteLedger: AuthorizationAttempts {
+    private var attempts: SQLiteAuthorizationAttempts { SQLiteAuthorizationAttempts(writer: pool) }
+    public func reserve(_ key: String, limit: Int) async throws -> Bool { try await attempts.reserve(key, limit: limit) }
+    public func accept(_ key: String, step: Int64?) async throws -> Bool { try await attempts.accept(key, step: step) }
+    public func failures(_ key: String) async throws -> Int { try await attempts.failures(key) }
+    public func unlock(_ key: String) async throws { try await attempts.unlock(key) }
+}
+
 enum SQLiteLedgerError: Error, CustomStringConvertible {
     case closed
     case notDurable
+    case missing(String)
     var description: String {
         switch self {
+        case .missing(let path): "there is no ledger file at \(path) (a gateway makes it when it first starts)"
         case .closed: "the ledger is shut down"
         case .notDurable: "SQLite did not accept PRAGMA synchronous = FULL, so commits would not be durable"
         }
@@ -162,7 +269,7 @@ enum SQLiteLedgerError: Error, CustomStringConvertible {
 }
 
 /// The one writer of a SQLite ledger: the chain heads live here, changed only after the
-/// transaction that extends them has committed. Group commit runs one `append` at a time.
+/// transaction that extends them has committed; one `append` runs at a time.
 final class SQLiteChainWriter: Sendable {
     let pool: DatabasePool
     let signer: CheckpointSigner?
@@ -174,11 +281,31 @@ final class SQLiteChainWriter: Sendable {
         self.signer = signer
     }
 
-    /// Blocks in the commit: called from the group commit's own thread.
-    func append(_ events: [UsageEvent]) throws {
-        let start = heads.withLock { $0 }
-        let next = try pool.write { db in try LedgerWriter.append(events, heads: start, checkpoints: signer, db: db) }
-        heads.withLock { $0 = next }
+    /// Stores `events` after the chain heads in one transaction, with the journal position they
+    /// reach (nil: events that did not come through the journal). Blocks in the commit.
+    func append(_ events: [UsageEvent], journalThrough seq: UInt64?) throws {
+        try heads.withLock { heads in
+            heads = try pool.write { db in
+                let next = try LedgerWriter.append(events, heads: heads, checkpoints: signer, db: db)
+                if let seq { try JournalPosition.store(seq, db) }
+                return next
+            }
+        }
+    }
+}
+
+/// How far the database has come through the journal: the last sequence number stored, kept in
+/// the same transaction as the events, so a crash can neither lose nor repeat them.
+enum JournalPosition {
+    static func applied(_ db: Database) throws -> UInt64 {
+        UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT applied_seq FROM journal_position WHERE id = 1") ?? 0)
+    }
+
+    static func store(_ seq: UInt64, _ db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO journal_position (id, applied_seq) VALUES (1, ?)
+            ON CONFLICT (id) DO UPDATE SET applied_seq = excluded.applied_seq
+            """, arguments: [Int64(bitPattern: seq)])
     }
 }
 
@@ -461,6 +588,11 @@ enum LedgerSchema {
             try db.execute(sql: """
                 CREATE TABLE authorization_attempts (
                   key TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_step INTEGER NOT NULL) WITHOUT ROWID
+                """)
+        }
+        m.registerMigration("v5: how far the database has come through the usage journal") { db in
+            try db.execute(sql: """
+                CREATE TABLE journal_position (id INTEGER PRIMARY KEY CHECK (id = 1), applied_seq INTEGER NOT NULL)
                 """)
         }
         return m

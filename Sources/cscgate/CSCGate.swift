@@ -81,9 +81,13 @@ struct Serve: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let opened = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger) : nil
+        let inFlight = OperationsInFlight()
+        let opened = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger, inFlight: inFlight) : nil
         let ledger = opened?.ledger
         if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
+        if let recovered = (ledger as? SQLiteLedger)?.recoveredEvents, recovered > 0 {
+            logger.notice("usage events from before a crash stored from the journal", metadata: ["events": .stringConvertible(recovered)])
+        }
         // PIN and OTP failures of local credentials live beside the ledger, so a restart does
         // not unlock and instances sharing a PostgreSQL ledger share one count.
         let attempts: any AuthorizationAttempts = (ledger as? any AuthorizationAttempts) ?? AttemptsInMemory()
@@ -117,7 +121,7 @@ struct Serve: AsyncParsableCommand {
         let sessions = try await openSessions(loaded, logger: logger)
         let gateway = Gateway(configuration: loaded, backends: Dictionary(backends, uniquingKeysWith: { a, _ in a }), seal: seal,
                               ledger: ledger, limits: limits, revocation: revocation?.checker,
-                              sessions: sessions.map { (tokens: $0, budgets: $0) })
+                              sessions: sessions.map { (tokens: $0, budgets: $0) }, inFlight: inFlight)
         // tenants/ and policies/ change without a restart: SIGHUP, a file watch, POST /admin/v1/reload.
         let reload = ConfigurationReload(gatewayFile: options.config, gateway: gateway)
         var admin = AdminAPI(operators: loaded.gateway.admins)

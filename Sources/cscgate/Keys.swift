@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GatewayCore
+import Ledger
 import Upstreams
 
 /// `cscgate keys`: the lifecycle of keys on a `kind: pkcs11` upstream's token.
@@ -209,9 +210,23 @@ struct Keys: AsyncParsableCommand {
             guard loaded.gateway.ledger.enabled else {
                 throw ValidationError("the ledger is disabled: failures are counted in the gateway process, and a restart clears them")
             }
-            let opened = try await openLedger(loaded.gateway.ledger)
-            guard let attempts = opened.ledger as? any AuthorizationAttempts else {
-                throw ValidationError("this ledger keeps no PIN and OTP attempts")
+            // The attempts table only: a running gateway keeps the ledger's journal to itself.
+            let ledgerSettings = loaded.gateway.ledger
+            let attempts: any AuthorizationAttempts
+            var postgres: (any LedgerLifecycle)?
+            switch ledgerSettings.store {
+            case .sqlite(let path):
+                do { attempts = try SQLiteAuthorizationAttempts(path: path) } catch {
+                    FileHandle.standardError.write(Data("cannot open the usage ledger at \(ledgerSettings.location): \(error)\n".utf8))
+                    throw ExitCode(2)
+                }
+            case .postgres:
+                let opened = try await openLedger(ledgerSettings)
+                guard let a = opened.ledger as? any AuthorizationAttempts else {
+                    throw ValidationError("this ledger keeps no PIN and OTP attempts")
+                }
+                attempts = a
+                postgres = opened.ledger
             }
             for f in factors {
                 let key = PKCS11Backend.attemptsKey(chosen.name, label, f)
@@ -219,7 +234,7 @@ struct Keys: AsyncParsableCommand {
                 try await attempts.unlock(key)
                 print("\(key): \(before) failure(s) cleared")
             }
-            await opened.ledger.shutdown()
+            await postgres?.shutdown()
         }
     }
 }

@@ -6,21 +6,30 @@ import Ledger
 
 /// Opens the configured ledger (SQLite file or PostgreSQL database, migrated); a gateway that
 /// cannot record does not start.
-func openLedger(_ settings: GatewayConfiguration.LedgerSettings) async throws
+func openLedger(_ settings: GatewayConfiguration.LedgerSettings, inFlight: OperationsInFlight? = nil) async throws
     -> (ledger: any UsageLedger & LedgerStore & LedgerLifecycle, signer: CheckpointSigner) {
     do {
         let signer = try CheckpointSigner.loadOrCreate(keyFile: settings.checkpointKeyFile, interval: settings.checkpointInterval)
-        return (try await LedgerBackends.openLedger(settings, signer: signer), signer)
+        return (try await LedgerBackends.openLedger(settings, signer: signer, inFlight: inFlight), signer)
     } catch {
         FileHandle.standardError.write(Data("cannot open the usage ledger at \(settings.location): \(error)\n".utf8))
         throw ExitCode(2)
     }
 }
 
-/// Runs `body` over a reader of the configured ledger; an unreachable ledger exits with 2.
+/// Runs `body` over a reader of the configured ledger; an unreachable ledger exits with 2. A
+/// SQLite ledger no gateway holds first gets what its journal kept from before a crash.
 func withLedgerStore<T: Sendable>(_ settings: GatewayConfiguration.LedgerSettings,
                                   _ body: (any LedgerStore) async throws -> T) async throws -> T {
     do {
+        let signer = try? CheckpointSigner.loadOrCreate(keyFile: settings.checkpointKeyFile, interval: settings.checkpointInterval)
+        switch try LedgerBackends.recoverJournal(settings, signer: signer) {
+        case .current: break
+        case .recovered(let n):
+            FileHandle.standardError.write(Data("note: stored \(n) usage events from the journal that a stopped gateway had acknowledged\n".utf8))
+        case .inUse:
+            FileHandle.standardError.write(Data("note: a running gateway writes this ledger; its events of the last moment may not be in the file yet\n".utf8))
+        }
         return try await LedgerBackends.withStore(settings, body)
     } catch let error as ExitCode {
         throw error

@@ -435,4 +435,22 @@ struct ConfigurationLoaderTests {
         folder.gateway = ConfigFolder.validGateway + "\nledger:\n  enabled: sometimes\n"
         try folder.expectIssue("'ledger.enabled' must be true or false", file: folder.gatewayFile, line: nil)
     }
+
+    @Test("the SQLite journal: its directory, commit delay and apply interval, with defaults and bounds")
+    func ledgerJournal() throws {
+        var folder = try ConfigFolder()
+        var ledger = try folder.load().gateway.ledger
+        #expect(ledger.journalDirectory == nil, "default: beside the file")
+        #expect(ledger.commitDelay == 0.7 && ledger.applyInterval == 50)
+        folder.gateway += "\nledger:\n  path: l.sqlite\n  journal: fast/journal\n  commitDelay: 0\n  applyInterval: 1000\n"
+        ledger = try folder.load().gateway.ledger
+        #expect(ledger.journalDirectory?.hasSuffix("/fast/journal") == true)
+        #expect(ledger.commitDelay == 0 && ledger.applyInterval == 1000)
+        folder.gateway = ConfigFolder.validGateway + "\nledger:\n  commitDelay: 50\n"
+        try folder.expectIssue("'ledger.commitDelay' must be a number between 0.0 and 10.0", file: folder.gatewayFile, line: nil)
+        folder.gateway = ConfigFolder.validGateway + "\nledger:\n  applyInterval: 0\n"
+        try folder.expectIssue("'ledger.applyInterval' must be a number between 1.0 and 60000.0", file: folder.gatewayFile, line: nil)
+        folder.gateway = ConfigFolder.validGateway + "\nledger:\n  url: postgres://u@h/db\n  commitDelay: 1\n"
+        try folder.expectIssue("'ledger.commitDelay' applies to a SQLite ledger only", file: folder.gatewayFile, line: nil)
+    }
 }

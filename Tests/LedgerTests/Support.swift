@@ -62,15 +62,23 @@ final class TestLedger: Sendable {
         }
     }
 
-    /// Another writer over the same storage: a restarted gateway, or a second instance.
+    /// Another writer over the same storage: a second instance (PostgreSQL), or a restarted
+    /// gateway (SQLite, which one process writes at a time).
     func another() async throws -> any UsageLedger & LedgerStore & LedgerLifecycle {
-        if let path { return try SQLiteLedger(path: path, checkpoints: signer) }
+        if let path {
+            await ledger.shutdown()
+            return try SQLiteLedger(path: path, checkpoints: signer)
+        }
         return try await PostgresLedger(settings: settings!, checkpoints: signer)
     }
 
-    /// A reader as `ledger verify` and `report` open it.
+    /// A reader as `ledger verify` and `report` open it, once the file holds every event
+    /// acknowledged so far (as it does when the gateway has stopped).
     func withReader<T: Sendable>(_ body: (any LedgerStore) async throws -> T) async throws -> T {
-        if let path { return try await body(SQLiteLedgerStore(path: path)) }
+        if let path {
+            try await (ledger as? SQLiteLedger)?.caughtUp()
+            return try await body(SQLiteLedgerStore(path: path))
+        }
         let reader = try await PostgresLedger(settings: settings!, checkpoints: nil, migrate: false)
         do {
             let result = try await body(reader)

@@ -10,6 +10,7 @@ import secrets as pysecrets
 import select
 import socket
 import sqlite3
+import time
 import threading
 from pathlib import Path
 
@@ -110,7 +111,13 @@ def admin(url: str, method: str, path: str) -> requests.Response:
                             timeout=15)
 
 
+# The SQLite file trails the gateway's journal by at most `ledger.applyInterval` (50 ms by
+# default): every answered operation is durable in the journal at once, in the file a moment later.
+LEDGER_FILE_LAG = 0.3
+
+
 def ledger_rows(workdir: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    time.sleep(LEDGER_FILE_LAG)
     db = sqlite3.connect(f'file:{workdir / "ledger.sqlite"}?mode=ro', uri=True, timeout=10)
     try:
         return db.execute(sql, args).fetchall()

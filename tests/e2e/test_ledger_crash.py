@@ -139,3 +139,57 @@ credentials:
                             capture_output=True, text=True, check=True)
     lines = {l['key']: l for l in json.loads(report.stdout)['lines']}
     assert lines['signatures/signHash']['billed_signatures'] == billed
+
+
+def test_after_sigkill_verify_and_report_store_what_only_the_journal_held(peers, tmp_path):
+    """A gateway killed and not restarted: `ledger verify` and `report` first store what its
+    journal acknowledged (here all of it: the file is written once a minute), then read."""
+    (tmp_path / 'sad.key').write_text(base64.b64encode(pysecrets.token_bytes(32)).decode())
+    config = f"""
+listen: {{host: 127.0.0.1, port: 8304}}
+sad: {{keyFile: sad.key}}
+ledger: {{path: ledger.sqlite, checkpointKeyFile: ledger.key, checkpointInterval: 4, applyInterval: 60000}}
+upstreams:
+  - {{name: vendor-a, kind: csc, baseURL: "{peers['vendor-a'].base_url}", version: v1}}
+"""
+    tenant = f"""
+tenant: crash
+clients:
+  - {{id: crash-app, secretHash: "{hash_secret(SECRET)}", scopes: [service]}}
+credentials:
+  - {{id: ec, upstream: vendor-a, upstreamCredentialID: vendor-a/ec-signer}}
+"""
+    url = 'http://127.0.0.1:8304'
+    handle = start_gateway(tmp_path, config, {'crash': tenant}, url=url)
+    s = requests.Session()
+    token = s.post(f'{url}/csc/v1/auth/login', json={}, auth=('crash-app', SECRET), timeout=5).json()['access_token']
+    auth = {'Authorization': f'Bearer {token}'}
+    received = 0
+    for i in range(3):
+        sad = s.post(f'{url}/csc/v1/credentials/authorize', json={'credentialID': 'ec', 'numSignatures': 2},
+                     headers=auth, timeout=5).json()['SAD']
+        hashes = [base64.b64encode(hashlib.sha256(f'{i}-{k}'.encode()).digest()).decode() for k in range(2)]
+        r = s.post(f'{url}/csc/v1/signatures/signHash', json={'credentialID': 'ec', 'SAD': sad, 'hash': hashes,
+                                                             'signAlgo': EC}, headers=auth, timeout=5)
+        assert r.status_code == 200, r.text
+        received += len(r.json()['signatures'])
+    os.kill(handle.proc.pid, signal.SIGKILL)
+    handle.proc.wait(5)
+
+    db = sqlite3.connect(tmp_path / 'ledger.sqlite')
+    assert db.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0] == 0, 'every event is in the journal only'
+    db.close()
+    verify = subprocess.run([cscgate_bin(), 'ledger', 'verify', '--config', str(tmp_path / 'gateway.yaml')],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert 'stored 6 usage events from the journal' in verify.stderr, verify.stderr
+    assert 'ledger intact' in verify.stdout and 'crash: 6 events, 1 signed checkpoints verified' in verify.stdout, verify.stdout
+    db = sqlite3.connect(tmp_path / 'ledger.sqlite')
+    billed = db.execute("SELECT SUM(signatures) FROM usage_events WHERE outcome = 'ok'").fetchone()[0]
+    assert billed == received == 6
+    report = subprocess.run([cscgate_bin(), 'report', '--config', str(tmp_path / 'gateway.yaml'), '--tenant', 'crash',
+                             '--from', '2000-01-01', '--to', '2100-01-01', '--group-by', 'operation', '--format', 'json'],
+                            capture_output=True, text=True, check=True)
+    assert 'stored' not in report.stderr, 'stored once, by the first reader'
+    lines = {l['key']: l for l in json.loads(report.stdout)['lines']}
+    assert lines['signatures/signHash']['billed_signatures'] == received

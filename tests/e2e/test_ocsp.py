@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway_fixture import cscgate_bin, hash_secret, start_gateway
 from gateway_suite import ECDSA_SHA256, SHA256_RSA, assert_csc_error, b64, digest, free_port
 from ocsp_responder import OCSPTestResponder, ocsp_request_for, openssl_index, wait_until
+from policy_support import LEDGER_FILE_LAG
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = REPO / '.run' / 'pki' / 'keys'
@@ -113,6 +114,7 @@ class Client:
 
 
 def ledger_rows(gw_dir: Path, sql: str, args=()) -> list[tuple]:
+    time.sleep(LEDGER_FILE_LAG)  # the file trails the journal by at most 50 ms
     with sqlite3.connect(f'file:{gw_dir / "ledger.sqlite"}?mode=ro', uri=True) as db:
         return db.execute(sql, args).fetchall()
 

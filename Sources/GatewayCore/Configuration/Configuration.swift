@@ -74,6 +74,15 @@ public struct GatewayConfiguration: Sendable {
         /// `ledger.enabled: false` records nothing: no billing, no audit trail, no replay of a
         /// retried signHash. Only for measuring what the ledger costs; `cscgate check` warns.
         public var enabled = true
+        /// SQLite: `ledger.journal`, where the durable journal in front of the file lives
+        /// (default: the file's path + ".journal"), e.g. on a faster disk.
+        public var journalDirectory: String?
+        /// SQLite: `ledger.commitDelay` in milliseconds, how long a batch may wait for operations
+        /// still under way to join it (0: never waits).
+        public var commitDelay: Double = 0.7
+        /// SQLite: `ledger.applyInterval` in milliseconds, how long an acknowledged event may wait
+        /// in the journal before it is stored in the file (longer: fewer, larger transactions).
+        public var applyInterval: Double = 50
 
         public init(store: Store, checkpointKeyFile: String, checkpointInterval: Int) {
             self.store = store; self.checkpointKeyFile = checkpointKeyFile; self.checkpointInterval = checkpointInterval

@@ -280,9 +280,20 @@ public enum ConfigurationLoader {
 
     static func parseLedger(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.LedgerSettings {
         m?.rejectUnknownKeys(["path", "url", "passwordEnv", "passwordFile", "schema", "maxConnections", "checkpointKeyFile",
-                              "checkpointInterval", "enabled"])
+                              "checkpointInterval", "enabled", "journal", "commitDelay", "applyInterval"])
         var settings = parseLedgerStore(m, base: base)
         settings.enabled = m?.bool("enabled", default: true) ?? true
+        if let m {
+            if settings.path == nil {
+                for key in ["journal", "commitDelay", "applyInterval"] where m[key] != nil {
+                    m.log.add("'\(m.key(key))' applies to a SQLite ledger only (PostgreSQL commits on the server)", at: m[key])
+                }
+            } else {
+                settings.journalDirectory = m.string("journal").map { resolve($0, base: base) }
+                settings.commitDelay = m.double("commitDelay", default: 0.7, range: 0...10)
+                settings.applyInterval = m.double("applyInterval", default: 50, range: 1...60_000)
+            }
+        }
         return settings
     }
 

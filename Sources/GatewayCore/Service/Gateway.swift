@@ -20,10 +20,13 @@ public final class Gateway: Sendable {
     /// Signer-certificate checks (OCSP); nil when `ocsp.enabled` is off.
     let revocation: (any RevocationChecker)?
     let now: @Sendable () -> Date
+    /// Operations under way, for the ledger's group commit (see `OperationsInFlight`).
+    public let inFlight: OperationsInFlight
 
     public init(configuration: LoadedConfiguration, backends: [String: any SigningBackend], seal: SADSeal,
                 ledger: (any UsageLedger)? = nil, limits: Limits = Limits(), revocation: (any RevocationChecker)? = nil,
                 sessions: (tokens: any SessionTokens, budgets: any SADBudgets)? = nil,
+                inFlight: OperationsInFlight = OperationsInFlight(),
                 now: @escaping @Sendable () -> Date = Date.init) {
         self.configuration = configuration.gateway
         self.snapshotBox = Mutex(GatewaySnapshot(configuration))
@@ -37,6 +40,7 @@ public final class Gateway: Sendable {
             configuration.gateway.upstreams.map { ($0.name, $0.credentialInfoTTL) }, uniquingKeysWith: { a, _ in a }))
         self.ledger = ledger
         self.revocation = revocation
+        self.inFlight = inFlight
         self.now = now
     }
 

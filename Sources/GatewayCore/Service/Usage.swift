@@ -80,6 +80,20 @@ public protocol UsageLedger: Sendable {
     func recordedEvent(id: String) async throws -> UsageEvent?
 }
 
+/// Operations that have started and not yet reached the ledger. The ledger's group commit
+/// reads it: while others are still working, a batch may wait a little for them to join it;
+/// an operation alone is written at once.
+public final class OperationsInFlight: Sendable {
+    private let count = Atomic<Int>(0)
+
+    public init() {}
+
+    public var working: Int { count.load(ordering: .relaxed) }
+
+    func enter() { count.add(1, ordering: .relaxed) }
+    func leave() { count.subtract(1, ordering: .relaxed) }
+}
+
 /// Facts about one operation, filled in by the pipeline as it goes, read when it ends.
 public final class UsageNote: Sendable {
     struct Facts {
@@ -127,15 +141,20 @@ extension Gateway {
         let note = UsageNote()
         let id = UsageEvent.eventID(tenantID: caller.tenantID, clientID: caller.clientID,
                                     requestID: context.requestID, operation: method.operation)
-        do {
-            let result = try await body(note)
+        inFlight.enter()
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body(note)) } catch { outcome = .failure(error) }
+        // No longer working: from here on it only waits for its record.
+        inFlight.leave()
+        switch outcome {
+        case .success(let result):
             try await record(id, method, caller, context, note, started, outcome: .ok, error: nil)
             return result
-        } catch let error as CSCError {
+        case .failure(let error as CSCError):
             try? await record(id, method, caller, context, note, started,
                               outcome: error.status >= 500 ? .failed : .denied, error: error)
             throw error
-        } catch {
+        case .failure(let error):
             try? await record(id, method, caller, context, note, started, outcome: .failed, error: nil)
             throw error
         }

@@ -1,0 +1,169 @@
+import Foundation
+import GatewayCore
+import Synchronization
+
+/// Events that are durable in the journal but not yet in the database, and the thread that
+/// stores them there: in transactions of hundreds of events rather than one per batch, which
+/// is what keeps SQLite's per-commit work off the request path.
+///
+/// A transaction is due when the oldest waiting event has waited `interval`, when enough are
+/// waiting, when a reader asks to catch up, or at shutdown. A failed transaction is tried
+/// again; the events stay in the journal meanwhile and are never lost.
+final class JournalBacklog: Sendable {
+    /// Events per transaction, at most.
+    static let maxTransaction = 4096
+    /// Enough waiting to store at once.
+    static let dueCount = 1024
+
+    private struct State {
+        var entries: [UsageJournal.Entry] = []
+        var oldest = ContinuousClock.now
+        /// Events whose request id the client chose, by event id: a retry must find them
+        /// before they reach the database.
+        var retryable: [String: UsageEvent] = [:]
+        var appliedThrough: UInt64
+        var acknowledgedThrough: UInt64
+        var waiters: [(seq: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        var closing = false
+        var finished = false
+        var finishers: [CheckedContinuation<Void, Never>] = []
+        var lastFailure: String?
+    }
+
+    private let state: Mutex<State>
+    private let wake = DispatchSemaphore(value: 0)
+    private let writer: SQLiteChainWriter
+    private let journal: UsageJournal
+    private let interval: Duration
+
+    init(writer: SQLiteChainWriter, journal: UsageJournal, appliedThrough: UInt64, interval: Duration) {
+        self.writer = writer
+        self.journal = journal
+        self.interval = interval
+        state = Mutex(State(appliedThrough: appliedThrough, acknowledgedThrough: appliedThrough))
+        let thread = Thread { [self] in run() }
+        thread.name = "ledger-apply"
+        thread.start()
+    }
+
+    /// Takes a batch the journal has just made durable (before its callers are answered).
+    func enqueue(_ entries: [UsageJournal.Entry]) {
+        guard let last = entries.last else { return }
+        let due = state.withLock { s -> Bool in
+            let wasEmpty = s.entries.isEmpty
+            if wasEmpty { s.oldest = .now }
+            s.entries += entries
+            for e in entries where e.event.requestIDFromClient && s.retryable[e.event.id] == nil {
+                // The first event with an id is the one the database keeps (later ones are retries).
+                s.retryable[e.event.id] = e.event
+            }
+            s.acknowledgedThrough = last.seq
+            return wasEmpty || s.entries.count >= Self.dueCount
+        }
+        if due { wake.signal() }
+    }
+
+    func retryable(_ id: String) -> UsageEvent? { state.withLock { $0.retryable[id] } }
+
+    /// Returns once every event acknowledged before the call is in the database; throws if
+    /// storing them fails (a reader must not take a partial ledger for the whole).
+    func caughtUp() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let done = state.withLock { s -> Bool in
+                if s.appliedThrough >= s.acknowledgedThrough { return true }
+                s.waiters.append((s.acknowledgedThrough, c))
+                return false
+            }
+            if done { c.resume() } else { wake.signal() }
+        }
+    }
+
+    /// Stores what is waiting and stops the thread; returns when it has.
+    func finish() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { s -> Bool in
+                s.closing = true
+                if s.finished { return true }
+                s.finishers.append(c)
+                return false
+            }
+            if done { c.resume() } else { wake.signal() }
+        }
+    }
+
+    /// Stops the thread after storing what is waiting, without waiting for it.
+    func close() {
+        state.withLock { $0.closing = true }
+        wake.signal()
+    }
+
+    private func run() {
+        while true {
+            let next = state.withLock { s -> Step in
+                if s.entries.isEmpty { return s.closing ? .stop : .sleep(nil) }
+                let waited = ContinuousClock.now - s.oldest
+                if s.closing || !s.waiters.isEmpty || s.entries.count >= Self.dueCount || waited >= interval { return .store }
+                return .sleep(interval - waited)
+            }
+            switch next {
+            case .stop:
+                // Nothing is left to store: the journal's segments can go, and its lock with them.
+                journal.close(storedThrough: state.withLock { $0.appliedThrough })
+                let finishers = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+                    s.finished = true
+                    defer { s.finishers = [] }
+                    return s.finishers
+                }
+                for f in finishers { f.resume() }
+                return
+            case .sleep(nil):
+                wake.wait()
+                journal.prepareSpare()
+            case .sleep(let d?):
+                let c = d.components
+                _ = wake.wait(timeout: .now() + .nanoseconds(max(1, Int(c.seconds) * 1_000_000_000 + Int(c.attoseconds / 1_000_000_000))))
+            case .store:
+                store()
+            }
+        }
+    }
+
+    private enum Step { case stop, sleep(Duration?), store }
+
+    private func store() {
+        let chunk = state.withLock { Array($0.entries.prefix(Self.maxTransaction)) }
+        guard let last = chunk.last?.seq else { return }
+        do {
+            try writer.append(chunk.map(\.event), journalThrough: last)
+        } catch {
+            let failed = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+                s.lastFailure = "\(error)"
+                defer { s.waiters = [] }
+                return s.waiters.map(\.continuation)
+            }
+            for w in failed { w.resume(throwing: LedgerBehind(underlying: "\(error)")) }
+            // The events stay in the journal; try again after a pause (or at once on close).
+            _ = wake.wait(timeout: .now() + .seconds(1))
+            return
+        }
+        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            s.entries.removeFirst(chunk.count)
+            if !s.entries.isEmpty { s.oldest = .now - interval }  // the rest is due as well
+            for e in chunk where e.event.requestIDFromClient { s.retryable.removeValue(forKey: e.event.id) }
+            s.appliedThrough = last
+            s.lastFailure = nil
+            let done = s.waiters.filter { $0.seq <= last }.map(\.continuation)
+            s.waiters.removeAll { $0.seq <= last }
+            return done
+        }
+        for w in ready { w.resume() }
+        journal.release(through: last)
+        journal.prepareSpare()
+    }
+}
+
+/// The database could not take the acknowledged events (they are safe in the journal).
+struct LedgerBehind: Error, CustomStringConvertible {
+    var underlying: String
+    var description: String { "the ledger database is behind its journal: \(underlying)" }
+}

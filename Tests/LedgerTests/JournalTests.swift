@@ -1,0 +1,288 @@
+import Crypto
+import Foundation
+@testable import GatewayCore
+import GRDB
+import Synchronization
+import Testing
+@testable import Ledger
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The SQLite ledger's journal: what it writes, what it reads back after a crash or a torn
+/// write, and how the database catches up with it.
+@Suite("Usage journal (SQLite ledger)")
+struct JournalTests {
+    static func directory() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    static func allFields(_ n: Int) -> UsageEvent {
+        UsageEvent(id: "id-\(n)", time: Date(timeIntervalSince1970: 1_800_000_000.123456789 + Double(n)), tenantID: "acme",
+                   clientID: "app", credentialID: n % 2 == 0 ? "cred-é" : nil, upstream: n % 3 == 0 ? nil : "vendor-a",
+                   operation: "signatures/signHash", signatures: n, signAlgorithm: "1.2.840.10045.4.3.2",
+                   hashAlgorithm: n % 2 == 0 ? nil : "2.16.840.1.101.3.4.2.1", outcome: [.ok, .denied, .failed][n % 3],
+                   stage: n % 3 == 0 ? nil : "upstream", reason: n % 3 == 0 ? nil : "Invalid \"digest\"\n length ✓",
+                   latencyMicros: 1234 + n, requestID: "req-\(n)", evidence: n % 4 == 0 ? "ab12" : nil,
+                   answer: n % 2 == 0 ? Data((0..<(n * 7 % 300)).map { UInt8($0 & 0xFF) }) : nil, requestIDFromClient: n % 2 == 1)
+    }
+
+    @Test("every field of an event comes back exactly as written, absent ones absent")
+    func codecRoundTrip() throws {
+        for n in 0..<40 {
+            let e = Self.allFields(n)
+            let payload = JournalRecord.encode(e)
+            let back = payload.withUnsafeBytes { JournalRecord.decodeEvent($0) }
+            #expect(back == e)
+            // A payload cut anywhere is refused, never half read.
+            for cut in [1, payload.count / 2, payload.count - 1] {
+                #expect(Array(payload.prefix(cut)).withUnsafeBytes { JournalRecord.decodeEvent($0) } == nil)
+            }
+        }
+    }
+
+    @Test("a record whose bytes changed fails its checksum")
+    func checksum() {
+        var out = [UInt8]()
+        JournalRecord.append(kind: .event, seq: 7, endsBatch: true, payload: JournalRecord.encode(Self.allFields(3)), to: &out)
+        #expect(out.withUnsafeBytes { JournalRecord.read($0, at: 0) }?.0.seq == 7)
+        for i in stride(from: 0, to: out.count, by: 13) {
+            var bad = out
+            bad[i] ^= 0x40
+            #expect(bad.withUnsafeBytes { JournalRecord.read($0, at: 0) } == nil, "byte \(i) flipped")
+        }
+    }
+
+    @Test("batches written are read back in order after a reopen, across many segments")
+    func reopenAcrossSegments() throws {
+        let dir = try Self.directory()
+        var written = [UsageEvent]()
+        do {
+            let j = try UsageJournal.open(directory: dir, segmentBytes: 64 << 10, afterSeq: 0)
+            for b in 0..<60 {
+                let batch = (0..<(1 + b % 7)).map { Self.allFields(b * 10 + $0) }
+                let entries = try j.append(batch)
+                #expect(entries.map(\.event) == batch)
+                written += batch
+            }
+            #expect(j.segmentCount > 3, "64 KiB segments should have rolled")
+        }
+        do {
+            let again = try UsageJournal.open(directory: dir, segmentBytes: 64 << 10, afterSeq: 0)
+            #expect(again.recovered.entries.map(\.event) == written)
+            #expect(again.recovered.entries.map(\.seq) == Array(1...UInt64(written.count)))
+        }
+        // What the database already holds is not handed back.
+        let later = try reopen(dir, afterSeq: 100)
+        #expect(later.recovered.entries.first?.seq == 101)
+        #expect(later.recovered.entries.count == written.count - 100)
+    }
+
+    private func reopen(_ dir: String, afterSeq: UInt64) throws -> UsageJournal {
+        try UsageJournal.open(directory: dir, segmentBytes: 64 << 10, afterSeq: afterSeq, lockWait: .seconds(2))
+    }
+
+    /// The one used segment of a journal with batches of 3, 2 and 4 events.
+    private func threeBatches() throws -> (dir: String, segment: String, batchStarts: [Int]) {
+        let dir = try Self.directory()
+        let j = try UsageJournal.open(directory: dir, afterSeq: 0)
+        for size in [3, 2, 4] { _ = try j.append((0..<size).map { Self.allFields($0) }) }
+        let segment = try UsageJournal.segmentNames(dir).first { name in
+            (try? Data(contentsOf: URL(fileURLWithPath: name.path)).prefix(16)) == Data(UsageJournal.headerMagic)
+        }
+        let path = try #require(segment?.path)
+        return (dir, path, [4096, 8192, 12288])
+    }
+
+    @Test("a batch torn by a crash is dropped whole, even where its first records are intact")
+    func tornBatchDroppedWhole() throws {
+        let (dir, segment, starts) = try threeBatches()
+        // Damage the last record of the third batch: its first three records stay readable.
+        let fd = open(segment, O_RDWR)
+        let firstRecord = try #require(
+            try Data(contentsOf: URL(fileURLWithPath: segment)).withUnsafeBytes { JournalRecord.read($0, at: starts[2]) })
+        var offset = starts[2]
+        for _ in 0..<3 { offset += JournalRecord.headerSize + firstRecord.0.length }
+        var garbage: [UInt8] = [0xFF, 0xFF, 0xFF, 0xFF]
+        _ = pwrite(fd, &garbage, 4, off_t(offset + 30))
+        close(fd)
+        do {
+            let again = try reopen(dir, afterSeq: 0)
+            #expect(again.recovered.entries.count == 5, "batches of 3 and 2 whole, the torn one of 4 dropped")
+            #expect(again.recovered.lastSeq == 5)
+            // New records continue in a new segment, and a later reopen reads both.
+            let more = try again.append([Self.allFields(99)])
+            #expect(more.map(\.seq) == [6])
+        }
+        let third = try reopen(dir, afterSeq: 0)
+        #expect(third.recovered.entries.map(\.seq) == [1, 2, 3, 4, 5, 6])
+    }
+
+    @Test("a journal cut short mid-batch (power cut during the write) ends at the last whole batch")
+    func truncatedTail() throws {
+        let (dir, segment, starts) = try threeBatches()
+        let fd = open(segment, O_RDWR)
+        // Zero everything after the first record of the second batch.
+        let zeros = [UInt8](repeating: 0, count: 64 << 10)
+        _ = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(starts[1] + 100)) }
+        close(fd)
+        let again = try reopen(dir, afterSeq: 0)
+        #expect(again.recovered.entries.map(\.seq) == [1, 2, 3])
+    }
+
+    @Test("a batch whose flush failed is refused to its callers and never counted, though its bytes reached the file")
+    func failedFlushIsVoided() throws {
+        let dir = try Self.directory()
+        let failNext = Atomic<Bool>(false)
+        do {
+            let j = try UsageJournal.open(directory: dir, afterSeq: 0, flush: { fd in
+                if failNext.exchange(false, ordering: .relaxed) {
+                    errno = EIO
+                    return -1
+                }
+                return fdatasync(fd)
+            })
+            _ = try j.append([Self.allFields(1), Self.allFields(2)])
+            failNext.store(true, ordering: .relaxed)
+            #expect(throws: JournalError.self) { try j.append([Self.allFields(3), Self.allFields(4)]) }
+            let after = try j.append([Self.allFields(5)])
+            #expect(after.map(\.seq) == [6], "seq 5 voids the failed batch's 3 and 4")
+        }
+        let again = try reopen(dir, afterSeq: 0)
+        #expect(again.recovered.entries.map(\.event.id) == ["id-1", "id-2", "id-5"])
+    }
+
+    @Test("a second process cannot open a journal that is in use")
+    func lockedWhileOpen() throws {
+        let dir = try Self.directory()
+        let j = try UsageJournal.open(directory: dir, afterSeq: 0)
+        #expect(throws: JournalError.self) { try UsageJournal.open(directory: dir, afterSeq: 0, lockWait: .milliseconds(100)) }
+        _ = j
+    }
+
+    // MARK: The SQLite ledger over its journal
+
+    static func ledgerPath() throws -> String { try directory() + "/ledger.sqlite" }
+
+    @Test("events acknowledged but not yet in the database are stored from the journal when the ledger is opened after a crash")
+    func recoversAfterCrash() async throws {
+        let path = try Self.ledgerPath()
+        let signer = CheckpointSigner(key: Curve25519.Signing.PrivateKey(), interval: 4)
+        // The database is told to wait an hour: every event lives in the journal only.
+        let ledger = try SQLiteLedger(path: path, checkpoints: signer, options: .init(applyInterval: .seconds(3600)))
+        for i in 0..<5 { try await ledger.record(event(i)) }
+        try await ledger.caughtUp()
+        for i in 5..<23 { try await ledger.record(event(i, tenant: i % 2 == 0 ? "acme" : "globex")) }
+        // The files as they are at this moment are what a machine that lost power would hold.
+        let crashed = try Self.directory()
+        for file in try FileManager.default.contentsOfDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path) {
+            try FileManager.default.copyItem(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path + "/" + file,
+                                             toPath: crashed + "/" + file)
+        }
+        let inFile = try await DatabaseQueue(path: crashed + "/ledger.sqlite").read {
+            try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM usage_events")
+        }
+        #expect(inFile == 5, "the 18 later events are in the journal only")
+        let restarted = try SQLiteLedger(path: crashed + "/ledger.sqlite", checkpoints: signer)
+        #expect(restarted.recoveredEvents == 18)
+        let stored = try await restarted.events(tenant: "acme", after: 0, limit: 100).count
+            + restarted.events(tenant: "globex", after: 0, limit: 100).count
+        #expect(stored == 23)
+        let v = try await LedgerVerifier.verify(restarted, publicKey: signer.publicKey)
+        #expect(v.isIntact, "\(v.problems)")
+        await restarted.shutdown()
+        // Stored once: opening again finds nothing more to store, and the journal was emptied.
+        let third = try SQLiteLedger(path: crashed + "/ledger.sqlite", checkpoints: signer)
+        #expect(third.recoveredEvents == 0)
+        #expect(try await third.events(tenant: "acme", after: 0, limit: 100).count
+            + third.events(tenant: "globex", after: 0, limit: 100).count == 23)
+        await third.shutdown()
+        await ledger.shutdown()
+    }
+
+    @Test("a retry finds the earlier answer while it is still in the journal only, and after it reached the database")
+    func retryFoundBeforeStored() async throws {
+        let ledger = try SQLiteLedger(path: try Self.ledgerPath(), options: .init(applyInterval: .seconds(3600)))
+        var e = event(1, clientChoseID: true)
+        e.answer = Data("{\"signatures\":[\"c2ln\"]}".utf8)
+        try await ledger.record(e)
+        #expect(try await ledger.recordedEvent(id: e.id)?.answer == e.answer)
+        let inFile = try await ledger.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM usage_events") }
+        #expect(inFile == 0)
+        try await ledger.caughtUp()
+        #expect(try await ledger.recordedEvent(id: e.id)?.answer == e.answer)
+        // A retry recorded again under the same id is billed once.
+        try await ledger.record(e)
+        let cells = try await ledger.usageCells(tenant: "acme", from: .distantPast, to: .distantFuture, grouping: .outcome,
+                                                byDay: false)
+        #expect(cells.map(\.billedSignatures).reduce(0, +) == 1)
+        await ledger.shutdown()
+    }
+
+    @Test("reads through the ledger see every event acknowledged before them")
+    func readsCatchUp() async throws {
+        let ledger = try SQLiteLedger(path: try Self.ledgerPath(), options: .init(applyInterval: .seconds(3600)))
+        for i in 0..<10 { try await ledger.record(event(i)) }
+        #expect(try await ledger.tenants() == ["acme"])
+        #expect(try await ledger.events(tenant: "acme", after: 0, limit: 100).count == 10)
+        await ledger.shutdown()
+    }
+
+    @Test("shutdown stores everything acknowledged and empties the journal")
+    func shutdownDrains() async throws {
+        let path = try Self.ledgerPath()
+        let ledger = try SQLiteLedger(path: path, options: .init(applyInterval: .seconds(3600)))
+        for i in 0..<10 { try await ledger.record(event(i)) }
+        await ledger.shutdown()
+        let n = try await DatabaseQueue(path: path).read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM usage_events") }
+        #expect(n == 10)
+        let used = try UsageJournal.segmentNames(SQLiteLedger.journalDirectory(for: path)).filter { name in
+            (try? Data(contentsOf: URL(fileURLWithPath: name.path)).prefix(16)) == Data(UsageJournal.headerMagic)
+        }
+        #expect(used.isEmpty, "every event is in the database: no segment is kept")
+    }
+
+    @Test("a second gateway on the same SQLite ledger is refused while the first runs")
+    func oneProcessPerLedger() async throws {
+        let path = try Self.ledgerPath()
+        let first = try SQLiteLedger(path: path)
+        #expect(throws: JournalError.self) { try SQLiteLedger(path: path, options: .init(lockWait: .milliseconds(100))) }
+        await first.shutdown()
+    }
+
+    // MARK: Commit window
+
+    @Test("an operation alone is written at once, whatever the commit delay")
+    func aloneIsNotKeptWaiting() async throws {
+        let inFlight = OperationsInFlight()
+        let ledger = try SQLiteLedger(path: try Self.ledgerPath(), options: .init(commitDelay: .seconds(10), inFlight: inFlight))
+        let started = ContinuousClock.now
+        try await ledger.record(event(1))
+        #expect(ContinuousClock.now - started < .seconds(5))
+        await ledger.shutdown()
+    }
+
+    @Test("a batch waits for operations still under way, and is written as soon as none is left")
+    func waitsForOthers() async throws {
+        let inFlight = OperationsInFlight()
+        let ledger = try SQLiteLedger(path: try Self.ledgerPath(),
+                                      options: .init(commitDelay: .milliseconds(300), inFlight: inFlight))
+        inFlight.enter()
+        var started = ContinuousClock.now
+        try await ledger.record(event(1))
+        #expect(ContinuousClock.now - started >= .milliseconds(250), "another operation was under way")
+        // With a long delay, the window closes when the last operation under way reaches the ledger.
+        let slow = try SQLiteLedger(path: try Self.ledgerPath(), options: .init(commitDelay: .seconds(20), inFlight: inFlight))
+        started = ContinuousClock.now
+        async let first: Void = slow.record(event(2))
+        try await Task.sleep(for: .milliseconds(200))
+        inFlight.leave()
+        try await slow.record(event(3))
+        try await first
+        #expect(ContinuousClock.now - started < .seconds(10))
+        await slow.shutdown()
+        await ledger.shutdown()
+    }
+}
