@@ -37,6 +37,11 @@ SECRET = "bench-hsm-client-secret-0000"
 KEYS = {"RSA-2048": ("bench-rsa", "rsa-2048", "1.2.840.113549.1.1.11"),
         "P-256": ("bench-ec", "ec-p256", "1.2.840.10045.4.3.2")}
 MULTISIGN = 100000
+# Where the ledger's journal goes (ledger.journal). Pointing it at tmpfs (/dev/shm) is NOT durable:
+# it only measures what the ledger costs apart from the disk flush.
+JOURNAL_DIR = os.environ.get("BENCH_JOURNAL_DIR")
+# More ledger settings for the gateway with the ledger, as YAML flow entries (e.g. "commitDelay: 0").
+LEDGER_OPTIONS = os.environ.get("BENCH_LEDGER_OPTIONS")
 
 
 def setup(work: Path, sessions: int) -> dict:
@@ -61,7 +66,7 @@ upstreams:
     inlineECDSA: true
     credentials:
 {creds}
-""")
+""" + ledger_line(work))
     (work / "tenants" / "bench.yaml").write_text(f"""
 tenant: bench
 clients:
@@ -76,13 +81,19 @@ credentials:
     return {"SOFTHSM2_CONF": str(hsm_dir / "softhsm2.conf")}
 
 
+def ledger_line(work: Path) -> str:
+    entries = ([f'journal: "{Path(JOURNAL_DIR) / work.name}"'] if JOURNAL_DIR else []) + ([LEDGER_OPTIONS] if LEDGER_OPTIONS else [])
+    return "ledger: {" + ", ".join(entries) + "}\n" if entries else ""
+
+
 def start_gateway(work: Path, env: dict, port: int = PORT, ledger: bool = True) -> subprocess.Popen:
     config = work / "gateway.yaml"
     if not ledger:
         # The same upstream and tenant, another port, no usage ledger.
         config = work / "gateway-no-ledger.yaml"
-        config.write_text((work / "gateway.yaml").read_text().replace(f"port: {PORT}}}", f"port: {port}}}")
-                          + "ledger: {enabled: false}\n")
+        base = "".join(line for line in (work / "gateway.yaml").read_text().splitlines(keepends=True)
+                       if not line.startswith("ledger:"))
+        config.write_text(base.replace(f"port: {PORT}}}", f"port: {port}}}") + "ledger: {enabled: false}\n")
     log = open(work / f"gateway-{port}.log", "w")
     proc = subprocess.Popen([BIN, "serve", "--config", str(config), "--log-level", "warning"],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env))

@@ -61,6 +61,11 @@ def post(port, path, body, token=None, basic=None):
 
 
 LEDGER_DIR = os.environ.get("BENCH_LEDGER_DIR")
+# Where the ledger's journal goes (ledger.journal). Pointing it at tmpfs (/dev/shm) is NOT durable:
+# it only measures what the ledger costs apart from the disk flush.
+JOURNAL_DIR = os.environ.get("BENCH_JOURNAL_DIR")
+# More ledger settings for the gateway with the ledger, as YAML flow entries (e.g. "commitDelay: 0").
+LEDGER_OPTIONS = os.environ.get("BENCH_LEDGER_OPTIONS")
 
 
 def start_gateway(workdir: Path, port: int = GATEWAY_PORT, ledger: bool = True,
@@ -71,10 +76,13 @@ def start_gateway(workdir: Path, port: int = GATEWAY_PORT, ledger: bool = True,
     (workdir / "tenants").mkdir()
     (workdir / "policies").mkdir()
     (workdir / "sad.key").write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    journal = f', journal: "{Path(JOURNAL_DIR) / workdir.name / "journal"}"' if JOURNAL_DIR else ""
+    if LEDGER_OPTIONS and ledger:
+        journal += ", " + LEDGER_OPTIONS
     (workdir / "gateway.yaml").write_text(f"""
 listen: {{host: 127.0.0.1, port: {port}}}
 sad: {{keyFile: sad.key}}
-ledger: {{path: "{(Path(LEDGER_DIR) if LEDGER_DIR else workdir) / 'ledger.sqlite'}", enabled: {str(ledger).lower()}}}
+ledger: {{path: "{(Path(LEDGER_DIR) if LEDGER_DIR else workdir) / 'ledger.sqlite'}", enabled: {str(ledger).lower()}{journal}}}
 upstreams:
   - {{name: vendor-a, kind: csc, baseURL: "http://127.0.0.1:{DUMMY_PORT}", version: v1, maxConnections: 16}}
 """)

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayCore
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -69,9 +70,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
         if case .thread(let name, let window, let write) = driver {
             let queue = Queue(window: window)
             self.queue = queue
-            let thread = Thread { Self.runThread(queue, write) }
-            thread.name = name
-            thread.start()
+            NamedThread.start(name) { Self.runThread(queue, write) }
         } else {
             self.queue = Queue(window: nil)
         }

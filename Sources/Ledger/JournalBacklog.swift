@@ -41,9 +41,7 @@ final class JournalBacklog: Sendable {
         self.journal = journal
         self.interval = interval
         state = Mutex(State(appliedThrough: appliedThrough, acknowledgedThrough: appliedThrough))
-        let thread = Thread { [self] in run() }
-        thread.name = "ledger-apply"
-        thread.start()
+        NamedThread.start("ledger-apply") { [self] in run() }
     }
 
     /// Takes a batch the journal has just made durable (before its callers are answered).

@@ -1,5 +1,6 @@
 import CPKCS11
 import Foundation
+import GatewayCore
 import Synchronization
 
 /// One token of a PKCS#11 module behind a pool of `sessions` logged-in sessions. A call checks
@@ -68,12 +69,9 @@ public final class PKCS11Token: @unchecked Sendable {
         let slot = try findSlot()
         state.withLock { $0.slot = slot }
         for i in 0..<sessionCount {
-            let thread = Thread { [queue] in
+            NamedThread.start("pkcs11-\(i)", stackSize: 1 << 20) { [queue] in
                 while let job = queue.next() { job() }
             }
-            thread.name = "pkcs11-\(i)"
-            thread.stackSize = 1 << 20
-            thread.start()
         }
     }
 
