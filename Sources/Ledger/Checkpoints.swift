@@ -15,16 +15,20 @@ public struct CheckpointSigner: Sendable {
 
     /// A 32-byte raw Ed25519 private key, base64, in a file; created there if missing.
     public static func loadOrCreate(keyFile: String, interval: Int) throws -> CheckpointSigner {
-        if let text = FileManager.default.contents(atPath: keyFile).flatMap({ String(data: $0, encoding: .utf8) }),
-           let raw = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-            return CheckpointSigner(key: try .init(rawRepresentation: raw), interval: interval)
-        }
+        if let existing = try load(keyFile: keyFile, interval: interval) { return existing }
         let key = Curve25519.Signing.PrivateKey()
         let created = FileManager.default.createFile(
             atPath: keyFile, contents: Data(key.rawRepresentation.base64EncodedString().utf8),
             attributes: [.posixPermissions: 0o600])
         guard created else { throw CocoaError(.fileWriteUnknown) }
         return CheckpointSigner(key: key, interval: interval)
+    }
+
+    /// The key in `keyFile`, or nil when there is none (a reader must not make one).
+    public static func load(keyFile: String, interval: Int) throws -> CheckpointSigner? {
+        guard let text = FileManager.default.contents(atPath: keyFile).flatMap({ String(data: $0, encoding: .utf8) }),
+              let raw = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+        return CheckpointSigner(key: try .init(rawRepresentation: raw), interval: interval)
     }
 
     public var publicKey: Curve25519.Signing.PublicKey { key.publicKey }

@@ -1,5 +1,6 @@
 import Foundation
 import GatewayCore
+import Logging
 import Synchronization
 
 /// Events that are durable in the journal but not yet in the database, and the thread that
@@ -14,6 +15,9 @@ final class JournalBacklog: Sendable {
     static let maxTransaction = 4096
     /// Enough waiting to store at once.
     static let dueCount = 1024
+    /// At most this many events wait in memory: beyond it the journal's writer (and so the
+    /// requests it answers) waits for the database, instead of memory growing with a slow disk.
+    static let maxWaiting = 65_536
 
     private struct State {
         var entries: [UsageJournal.Entry] = []
@@ -27,21 +31,42 @@ final class JournalBacklog: Sendable {
         var closing = false
         var finished = false
         var finishers: [CheckedContinuation<Void, Never>] = []
-        var lastFailure: String?
+        /// Failed transactions in a row (logged at the first and every 60th).
+        var failures = 0
     }
 
     private let state: Mutex<State>
     private let wake = DispatchSemaphore(value: 0)
+    /// Signalled after each stored transaction, for a writer held back by `maxWaiting`.
+    private let room = DispatchSemaphore(value: 0)
     private let writer: SQLiteChainWriter
     private let journal: UsageJournal
     private let interval: Duration
+    private let logger: Logger
 
-    init(writer: SQLiteChainWriter, journal: UsageJournal, appliedThrough: UInt64, interval: Duration) {
+    init(writer: SQLiteChainWriter, journal: UsageJournal, appliedThrough: UInt64, interval: Duration, logger: Logger) {
         self.writer = writer
         self.journal = journal
         self.interval = interval
+        var logger = logger
+        logger[metadataKey: "request_id"] = "ledger-apply"
+        self.logger = logger
         state = Mutex(State(appliedThrough: appliedThrough, acknowledgedThrough: appliedThrough))
         NamedThread.start("ledger-apply") { [self] in run() }
+    }
+
+    /// Called by the journal's writer before it writes a batch: waits while too many events
+    /// wait for the database, and after `limit` refuses the batch (its callers get a 503 and
+    /// nothing is signed) rather than hold them without end.
+    func awaitRoom(limit: Duration = .seconds(10)) throws {
+        let deadline = ContinuousClock.now + limit
+        while state.withLock({ $0.entries.count >= Self.maxWaiting }) {
+            guard ContinuousClock.now < deadline else {
+                throw LedgerBehind(underlying: "\(Self.maxWaiting) events wait for the database")
+            }
+            wake.signal()
+            _ = room.wait(timeout: .now() + .milliseconds(100))
+        }
     }
 
     /// Takes a batch the journal has just made durable (before its callers are answered).
@@ -134,10 +159,15 @@ final class JournalBacklog: Sendable {
         do {
             try writer.append(chunk.map(\.event), journalThrough: last)
         } catch {
-            let failed = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-                s.lastFailure = "\(error)"
+            let (failed, count) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], Int) in
+                s.failures += 1
                 defer { s.waiters = [] }
-                return s.waiters.map(\.continuation)
+                return (s.waiters.map(\.continuation), s.failures)
+            }
+            if count % 60 == 1 {
+                logger.error("usage events cannot be stored in the ledger database; they stay in the journal and are tried again", metadata: [
+                    "events": .stringConvertible(chunk.count), "failures": .stringConvertible(count), "error": .string("\(error)"),
+                ])
             }
             for w in failed { w.resume(throwing: LedgerBehind(underlying: "\(error)")) }
             // The events stay in the journal; try again after a pause (or at once on close).
@@ -149,12 +179,13 @@ final class JournalBacklog: Sendable {
             if !s.entries.isEmpty { s.oldest = .now - interval }  // the rest is due as well
             for e in chunk where e.event.requestIDFromClient { s.retryable.removeValue(forKey: e.event.id) }
             s.appliedThrough = last
-            s.lastFailure = nil
+            s.failures = 0
             let done = s.waiters.filter { $0.seq <= last }.map(\.continuation)
             s.waiters.removeAll { $0.seq <= last }
             return done
         }
         for w in ready { w.resume() }
+        room.signal()
         journal.release(through: last)
         journal.prepareSpare()
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GatewayCore
+import Logging
 
 /// What verification and reports read from a ledger, whatever keeps it. Each backend answers
 /// these few questions in its own SQL; `LedgerVerifier` and `UsageReport` exist once.
@@ -91,11 +92,13 @@ public enum LedgerBackends {
     /// journal holds from before (a crash) first. `inFlight` lets the SQLite journal's batches
     /// wait for operations under way.
     public static func openLedger(_ settings: GatewayConfiguration.LedgerSettings, signer: CheckpointSigner?,
-                                  inFlight: OperationsInFlight? = nil) async throws
+                                  inFlight: OperationsInFlight? = nil, logger: Logger = Logger(label: "cscgate.ledger")) async throws
         -> any UsageLedger & LedgerStore & LedgerLifecycle {
         switch settings.store {
         case .sqlite(let path):
-            return try SQLiteLedger(path: path, checkpoints: signer, options: sqliteOptions(settings, inFlight: inFlight))
+            var options = sqliteOptions(settings, inFlight: inFlight)
+            options.logger = logger
+            return try SQLiteLedger(path: path, checkpoints: signer, options: options)
         case .postgres(let pg):
             return try await PostgresLedger(settings: pg, checkpoints: signer)
         }

@@ -4,6 +4,7 @@ import Foundation
 import GatewayCore
 import GRDB
 import GRDBSQLite
+import Logging
 import Synchronization
 
 /// The embedded usage ledger: a journal (`UsageJournal`) that makes each batch of events
@@ -30,14 +31,18 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         public var segmentBytes: Int
         /// How long opening waits for another process to let go of the journal.
         public var lockWait: Duration
+        /// For what goes wrong off the request path (storing into the database).
+        public var logger: Logger
         /// Replaces fdatasync (tests: a failing disk).
         var flush: (@Sendable (Int32) -> Int32)?
 
         public init(journalDirectory: String? = nil, commitDelay: Duration = .microseconds(700),
                     inFlight: OperationsInFlight? = nil, applyInterval: Duration = .milliseconds(50),
-                    segmentBytes: Int = 8 << 20, lockWait: Duration = .seconds(5)) {
+                    segmentBytes: Int = 8 << 20, lockWait: Duration = .seconds(5),
+                    logger: Logger = Logger(label: "cscgate.ledger")) {
             self.journalDirectory = journalDirectory; self.commitDelay = commitDelay; self.inFlight = inFlight
             self.applyInterval = applyInterval; self.segmentBytes = segmentBytes; self.lockWait = lockWait
+            self.logger = logger
         }
     }
 
@@ -91,7 +96,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         journal.release(through: max(stored, recovered.lastSeq))
         recoveredEvents = recovered.entries.count
         let backlog = JournalBacklog(writer: writer, journal: journal, appliedThrough: max(applied, recovered.lastSeq),
-                                     interval: options.applyInterval)
+                                     interval: options.applyInterval, logger: options.logger)
         self.backlog = backlog
         let window = options.inFlight.flatMap { inFlight in
             options.commitDelay > .zero
@@ -100,6 +105,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         }
         self.commits = GroupCommit(closedError: { SQLiteLedgerError.closed },
                                    driver: .thread(name: "ledger-journal", window: window) { events in
+                                       try backlog.awaitRoom()
                                        backlog.enqueue(try journal.append(events))
                                    })
     }

@@ -82,7 +82,7 @@ struct Serve: AsyncParsableCommand {
             }
         }
         let inFlight = OperationsInFlight()
-        let opened = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger, inFlight: inFlight) : nil
+        let opened = loaded.gateway.ledger.enabled ? try await openLedger(loaded.gateway.ledger, inFlight: inFlight, logger: logger) : nil
         let ledger = opened?.ledger
         if ledger == nil { logger.warning("the usage ledger is disabled (ledger.enabled: false): nothing is recorded or billed") }
         if let recovered = (ledger as? SQLiteLedger)?.recoveredEvents, recovered > 0 {

@@ -3,14 +3,16 @@ import Crypto
 import Foundation
 import GatewayCore
 import Ledger
+import Logging
 
 /// Opens the configured ledger (SQLite file or PostgreSQL database, migrated); a gateway that
 /// cannot record does not start.
-func openLedger(_ settings: GatewayConfiguration.LedgerSettings, inFlight: OperationsInFlight? = nil) async throws
+func openLedger(_ settings: GatewayConfiguration.LedgerSettings, inFlight: OperationsInFlight? = nil,
+                logger: Logger = Logger(label: "cscgate.ledger")) async throws
     -> (ledger: any UsageLedger & LedgerStore & LedgerLifecycle, signer: CheckpointSigner) {
     do {
         let signer = try CheckpointSigner.loadOrCreate(keyFile: settings.checkpointKeyFile, interval: settings.checkpointInterval)
-        return (try await LedgerBackends.openLedger(settings, signer: signer, inFlight: inFlight), signer)
+        return (try await LedgerBackends.openLedger(settings, signer: signer, inFlight: inFlight, logger: logger), signer)
     } catch {
         FileHandle.standardError.write(Data("cannot open the usage ledger at \(settings.location): \(error)\n".utf8))
         throw ExitCode(2)
@@ -22,7 +24,7 @@ func openLedger(_ settings: GatewayConfiguration.LedgerSettings, inFlight: Opera
 func withLedgerStore<T: Sendable>(_ settings: GatewayConfiguration.LedgerSettings,
                                   _ body: (any LedgerStore) async throws -> T) async throws -> T {
     do {
-        let signer = try? CheckpointSigner.loadOrCreate(keyFile: settings.checkpointKeyFile, interval: settings.checkpointInterval)
+        let signer = try? CheckpointSigner.load(keyFile: settings.checkpointKeyFile, interval: settings.checkpointInterval)
         switch try LedgerBackends.recoverJournal(settings, signer: signer) {
         case .current: break
         case .recovered(let n):

@@ -221,6 +221,29 @@ struct JournalTests {
         await ledger.shutdown()
     }
 
+    @Test("while the database refuses the events, a reader gets an error (not a wait without end) and the events stay in the journal")
+    func databaseRefusingEvents() async throws {
+        let path = try Self.ledgerPath()
+        let ledger = try SQLiteLedger(path: path, options: .init(applyInterval: .milliseconds(20)))
+        try await ledger.record(event(1))
+        try await ledger.caughtUp()
+        try await ledger.pool.write { try $0.execute(sql: "ALTER TABLE journal_position RENAME TO moved_away") }
+        for i in 2..<6 { try await ledger.record(event(i)) }
+        await #expect(throws: LedgerBehind.self) { try await ledger.caughtUp() }
+        let stored = try await ledger.pool.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM usage_events") }
+        #expect(stored == 1, "nothing half stored: each transaction is all or nothing")
+        // The database takes them again: the next attempt stores all four, once.
+        try await ledger.pool.write { try $0.execute(sql: "ALTER TABLE moved_away RENAME TO journal_position") }
+        var caughtUp = false
+        for _ in 0..<50 where !caughtUp {
+            caughtUp = (try? await ledger.caughtUp()) != nil
+            if !caughtUp { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(caughtUp)
+        #expect(try await ledger.events(tenant: "acme", after: 0, limit: 100).map(\.event.requestID) == (1..<6).map { "req-\($0)" })
+        await ledger.shutdown()
+    }
+
     @Test("reads through the ledger see every event acknowledged before them")
     func readsCatchUp() async throws {
         let ledger = try SQLiteLedger(path: try Self.ledgerPath(), options: .init(applyInterval: .seconds(3600)))
