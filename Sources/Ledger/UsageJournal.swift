@@ -58,6 +58,10 @@ final class UsageJournal: @unchecked Sendable {
             var path: String
             /// The last sequence number written to it (0 while unused).
             var lastSeq: UInt64 = 0
+            /// Closed whole by this process (full, of the usual size): its blocks can take the next
+            /// segment's records. Never a segment found at open or left after a failed write,
+            /// whose stale records could carry sequence numbers used again since.
+            var recyclable = false
         }
         var name: Name
         var fd: Int32
@@ -127,7 +131,8 @@ final class UsageJournal: @unchecked Sendable {
             finished.withLock { $0.append(c.name) }
             current = nil
         }
-        release(through: seq)
+        release(through: seq, recycling: false)
+        if let s = spare.withLock({ s -> Segment.Name? in defer { s = nil }; return s }) { unlink(s.path) }
         lockFD.withLock { fd in
             if fd >= 0 { Glibc.close(fd) }
             fd = -1
@@ -202,8 +207,9 @@ final class UsageJournal: @unchecked Sendable {
     /// Closes the current segment and opens the spare, or a new one when none is ready (or the
     /// batch is bigger than a segment).
     private func roll(needing bytes: Int) throws {
-        if let c = current {
+        if var c = current {
             Glibc.close(c.fd)
+            c.name.recyclable = c.capacity == segmentBytes
             finished.withLock { $0.append(c.name) }
             current = nil
         }
@@ -255,15 +261,29 @@ final class UsageJournal: @unchecked Sendable {
         guard fsync(dfd) == 0 else { throw JournalError.io("cannot flush \(directory)", errno) }
     }
 
-    /// Deletes the segments no longer written whose every event is at or below `seq` (stored in
-    /// the database, durably).
-    func release(through seq: UInt64) {
+    /// Lets go of the segments no longer written whose every event is at or below `seq` (stored
+    /// in the database, durably): one becomes the next spare under a new number, as PostgreSQL
+    /// recycles its WAL (its blocks are written already, so no zero fill competes with the
+    /// journal's flushes); the others are deleted. What a recycled segment still holds is older
+    /// than anything written after it, so a reader stops at it: every record must carry the next
+    /// sequence number.
+    func release(through seq: UInt64, recycling: Bool = true) {
         let gone = finished.withLock { names -> [Segment.Name] in
             let done = names.filter { $0.lastSeq <= seq }
             names.removeAll { $0.lastSeq <= seq }
             return done
         }
-        for name in gone { unlink(name.path) }
+        for name in gone {
+            if recycling, name.recyclable, spare.withLock({ $0 == nil }) {
+                let number = numbers.wrappingAdd(1, ordering: .relaxed).oldValue
+                let path = directory + "/" + Self.fileName(number)
+                if rename(name.path, path) == 0 {
+                    spare.withLock { $0 = Segment.Name(number: number, path: path) }
+                    continue
+                }
+            }
+            unlink(name.path)
+        }
     }
 
     /// Segment files on disk (for tests and the operator's view).
@@ -315,7 +335,7 @@ final class UsageJournal: @unchecked Sendable {
     struct Scan {
         var recovered = Recovered()
         var used: [Segment.Name] = []
-        /// Spares, and a last segment whose first batch never completed.
+        /// Spares (new or recycled), and a last segment whose first batch never completed.
         var unused: [Segment.Name] = []
     }
 
@@ -343,7 +363,9 @@ final class UsageJournal: @unchecked Sendable {
                     return
                 }
                 guard firstSeq > result.recovered.lastSeq else {
-                    throw JournalError.corrupt(name.path, "sequence \(firstSeq) does not follow \(result.recovered.lastSeq)")
+                    // A recycled spare never written again: its header is its former use's.
+                    result.unused.append(name)
+                    return
                 }
                 var offset = blockSize
                 var expected = firstSeq

@@ -80,6 +80,39 @@ struct JournalTests {
         #expect(later.recovered.entries.count == written.count - 100)
     }
 
+    @Test("segments are recycled once stored, and what a recycled segment still holds never comes back")
+    func recyclingNeverResurrects() throws {
+        let dir = try Self.directory()
+        var all = [UsageJournal.Entry]()
+        var stored: UInt64 = 0
+        do {
+            let j = try UsageJournal.open(directory: dir, segmentBytes: 64 << 10, afterSeq: 0)
+            for b in 0..<400 {
+                all += try j.append((0..<(1 + b % 5)).map { Self.allFields(b * 10 + $0) })
+                if b % 7 == 6 {
+                    // The database has caught up with all but the last few events.
+                    stored = all[all.count - 3].seq
+                    j.release(through: stored)
+                    j.prepareSpare()
+                }
+            }
+            #expect(j.segmentCount <= 4, "released segments are recycled or deleted, not kept")
+            #expect((try UsageJournal.segmentNames(dir).map(\.number).max() ?? 0) > 10, "segments were rolled many times")
+        }
+        // Reopened with the database's position: exactly the events after it, nothing older.
+        do {
+            let again = try reopen(dir, afterSeq: stored)
+            #expect(again.recovered.entries.map(\.seq) == all.filter { $0.seq > stored }.map(\.seq))
+            #expect(again.recovered.entries.map(\.event) == all.filter { $0.seq > stored }.map(\.event))
+        }
+        // Even with the database lost, no stale record comes back: what is read is contiguous and true.
+        let lost = try reopen(dir, afterSeq: 0)
+        let seqs = lost.recovered.entries.map(\.seq)
+        #expect(seqs == Array((seqs.first ?? 1)...(seqs.last ?? 0)))
+        #expect(seqs.last == all.last?.seq)
+        for e in lost.recovered.entries { #expect(e.event == all[Int(e.seq) - 1].event) }
+    }
+
     private func reopen(_ dir: String, afterSeq: UInt64) throws -> UsageJournal {
         try UsageJournal.open(directory: dir, segmentBytes: 64 << 10, afterSeq: afterSeq, lockWait: .seconds(2))
     }
