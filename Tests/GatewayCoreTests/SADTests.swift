@@ -58,6 +58,8 @@ struct SADSealTests {
     ])
     func refused(_ how: String) throws {
         let sad = try seal.seal(claims())
+        // The genuine SAD opened (and kept as opened) first: its neighbours must still be refused.
+        #expect(try seal.open(sad) == seal.open(sad))
         let bad: String
         switch how {
         case "flip a character in the middle":
@@ -77,6 +79,19 @@ struct SADSealTests {
         let error = try #require(throws: CSCError.self) { try seal.open(bad) }
         #expect(error == .invalidRequest("Invalid parameter SAD"))
         #expect(error.status == 400)
+    }
+
+    @Test("opened SADs are kept up to a bound, and what was never opened successfully is never kept")
+    func openedBound() throws {
+        let cache = OpenedSADs<Int>(capacity: 3)
+        for i in 0..<3 { cache["sad-\(i)"] = i }
+        #expect(cache["sad-2"] == 2)
+        cache["sad-3"] = 3
+        #expect(cache["sad-3"] == 3)
+        #expect((0..<3).allSatisfy { cache["sad-\($0)"] == nil }, "full: started again")
+        let forged = "gsad1." + String(repeating: "A", count: 80)
+        #expect(throws: CSCError.self) { try seal.open(forged) }
+        #expect(throws: CSCError.self) { try seal.open(forged) }
     }
 
     @Test("a key from base64 text must be exactly 32 bytes")

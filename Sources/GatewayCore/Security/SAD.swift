@@ -64,6 +64,7 @@ public struct SADSeal: Sendable {
     let key: SymmetricKey
     private static let prefix = "gsad1."
     private static let associatedData = Data("cscgate SAD v1".utf8)
+    private let opened = OpenedSADs<SADClaims>()
 
     public init(key: SymmetricKey) { self.key = key }
 
@@ -86,6 +87,13 @@ public struct SADSeal: Sendable {
 
     /// Opens a SAD; anything forged, truncated or sealed under another key is "Invalid parameter SAD".
     public func open(_ sad: String) throws(CSCError) -> SADClaims {
+        if let claims = opened[sad] { return claims }
+        let claims = try openSealed(sad)
+        opened[sad] = claims
+        return claims
+    }
+
+    private func openSealed(_ sad: String) throws(CSCError) -> SADClaims {
         // utf8.count: String.count walks grapheme clusters, on every signHash.
         guard sad.utf8.count < 16_384, sad.hasPrefix(Self.prefix),
               let data = Data(base64URL: String(sad.utf8.dropFirst(Self.prefix.utf8.count)) ?? ""),
@@ -94,6 +102,29 @@ public struct SADSeal: Sendable {
               let claims = SADClaims(plaintext: plain)
         else { throw .invalidRequest("Invalid parameter SAD") }
         return claims
+    }
+}
+
+/// SADs already opened, by their exact text. A client signing a batch presents one SAD for
+/// many calls, and opening it again (base64, AES-GCM or HMAC, parsing) was a visible share of
+/// each signHash. Only what opened successfully is kept, so a forged or altered SAD is never
+/// found here; what the SAD is bound to and its expiry are still checked on every use.
+public final class OpenedSADs<Value: Sendable>: Sendable {
+    private let entries = Mutex<[String: Value]>([:])
+    private let capacity: Int
+
+    public init(capacity: Int = 4096) { self.capacity = capacity }
+
+    public subscript(_ sad: String) -> Value? {
+        get { entries.withLock { $0[sad] } }
+        set {
+            guard let newValue else { return }
+            entries.withLock { e in
+                // Full: start again rather than track use; a miss only costs one opening.
+                if e.count >= capacity { e.removeAll(keepingCapacity: true) }
+                e[sad] = newValue
+            }
+        }
     }
 }
 

@@ -135,6 +135,13 @@ struct LocalSADs: Sendable {
     private static let prefix = "hsm1."
     let key: SymmetricKey
     let now: @Sendable () -> Date
+    /// Expiry of SADs whose tag held, by SAD text and label.
+    private let checked = OpenedSADs<Date>()
+
+    init(key: SymmetricKey, now: @escaping @Sendable () -> Date) {
+        self.key = key
+        self.now = now
+    }
 
     func issue(label: String, lifetime: Int, expires: Date? = nil) -> (sad: String, expiresIn: Int) {
         let t = now()
@@ -146,14 +153,26 @@ struct LocalSADs: Sendable {
 
     /// The SAD's expiry, or the CSC error a client would get for it.
     func check(_ sad: String?, label: String) throws -> Date {
-        guard let sad, sad.utf8.count < 4096, sad.hasPrefix(Self.prefix) else { throw CSCError.invalidRequest("Invalid parameter SAD") }
+        guard let sad else { throw CSCError.invalidRequest("Invalid parameter SAD") }
+        let key = label + "\u{0}" + sad
+        let expires: Date
+        if let known = checked[key] {
+            expires = known
+        } else {
+            expires = try verify(sad, label: label)
+            checked[key] = expires
+        }
+        guard expires > now() else { throw CSCError.invalidRequest("SAD expired") }
+        return expires
+    }
+
+    private func verify(_ sad: String, label: String) throws -> Date {
+        guard sad.utf8.count < 4096, sad.hasPrefix(Self.prefix) else { throw CSCError.invalidRequest("Invalid parameter SAD") }
         let parts = sad.dropFirst(Self.prefix.count).split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4, let tag = Data(base64URL: String(parts[3])),
               HMAC<SHA256>.isValidAuthenticationCode(tag, authenticating: Data(parts[0...2].joined(separator: ".").utf8), using: key),
               let seconds = Int(parts[0]), Data(base64URL: String(parts[1])) == Data(label.utf8)
         else { throw CSCError.invalidRequest("Invalid parameter SAD") }
-        let expires = Date(timeIntervalSince1970: Double(seconds))
-        guard expires > now() else { throw CSCError.invalidRequest("SAD expired") }
-        return expires
+        return Date(timeIntervalSince1970: Double(seconds))
     }
 }
