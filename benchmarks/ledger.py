@@ -2,8 +2,9 @@
 """The usage ledger alone, release build: durable events/s and report time, SQLite and PostgreSQL.
 
 - record: N events through `record()` from many concurrent recorders (group commit); each
-  call returns only once its event is committed (SQLite synchronous=FULL; PostgreSQL
-  synchronous_commit on). Figure: events/s.
+  call returns only once its event is durable (SQLite: flushed in the journal, then stored
+  in the file in the background; PostgreSQL: committed with synchronous_commit on).
+  Figure: events/s.
 - report: 1,000,000 events of one tenant bulk-loaded over one month (chained and hashed as
   usual), then `cscgate report`'s query over that month, per grouping (best of 3).
 

@@ -221,7 +221,7 @@ def main():
               f"{dp:11.2f}ms{gp:7.2f}ms{gp - dp:9.2f}ms"
               f"{med('direct', c, 'p99'):10.2f}ms{med('gateway', c, 'p99'):7.2f}ms")
     if args.ledger_cost:
-        print("\nthe ledger's cost: the same gateway with and without the usage ledger (SQLite, synchronous=FULL):")
+        print("\nthe ledger's cost: the same gateway with and without the usage ledger (SQLite: journal flushed per batch, file at synchronous=FULL):")
         print(f"{'':12}{'no ledger':>12}{'ledger':>10}{'ratio':>8}{'paired':>8}{'p50 no-ledger':>15}{'p50 ledger':>12}"
               f"{'added':>9}")
         for c in concs:

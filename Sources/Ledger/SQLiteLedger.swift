@@ -36,7 +36,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         /// Replaces fdatasync (tests: a failing disk).
         var flush: (@Sendable (Int32) -> Int32)?
 
-        public init(journalDirectory: String? = nil, commitDelay: Duration = .microseconds(700),
+        public init(journalDirectory: String? = nil, commitDelay: Duration = .zero,
                     inFlight: OperationsInFlight? = nil, applyInterval: Duration = .milliseconds(50),
                     segmentBytes: Int = 8 << 20, lockWait: Duration = .seconds(5),
                     logger: Logger = Logger(label: "cscgate.ledger")) {

@@ -441,11 +441,11 @@ struct ConfigurationLoaderTests {
         var folder = try ConfigFolder()
         var ledger = try folder.load().gateway.ledger
         #expect(ledger.journalDirectory == nil, "default: beside the file")
-        #expect(ledger.commitDelay == 0.7 && ledger.applyInterval == 50)
-        folder.gateway += "\nledger:\n  path: l.sqlite\n  journal: fast/journal\n  commitDelay: 0\n  applyInterval: 1000\n"
+        #expect(ledger.commitDelay == 0 && ledger.applyInterval == 50)
+        folder.gateway += "\nledger:\n  path: l.sqlite\n  journal: fast/journal\n  commitDelay: 0.5\n  applyInterval: 1000\n"
         ledger = try folder.load().gateway.ledger
         #expect(ledger.journalDirectory?.hasSuffix("/fast/journal") == true)
-        #expect(ledger.commitDelay == 0 && ledger.applyInterval == 1000)
+        #expect(ledger.commitDelay == 0.5 && ledger.applyInterval == 1000)
         folder.gateway = ConfigFolder.validGateway + "\nledger:\n  commitDelay: 50\n"
         try folder.expectIssue("'ledger.commitDelay' must be a number between 0.0 and 10.0", file: folder.gatewayFile, line: nil)
         folder.gateway = ConfigFolder.validGateway + "\nledger:\n  applyInterval: 0\n"

@@ -290,7 +290,7 @@ public enum ConfigurationLoader {
                 }
             } else {
                 settings.journalDirectory = m.string("journal").map { resolve($0, base: base) }
-                settings.commitDelay = m.double("commitDelay", default: 0.7, range: 0...10)
+                settings.commitDelay = m.double("commitDelay", default: 0, range: 0...10)
                 settings.applyInterval = m.double("applyInterval", default: 50, range: 1...60_000)
             }
         }
