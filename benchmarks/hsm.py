@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import json
 import os
 import re
@@ -25,9 +24,9 @@ import secrets
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+import gateway_process
 from signhash import post, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,20 +93,7 @@ def start_gateway(work: Path, env: dict, port: int = PORT, ledger: bool = True) 
         base = "".join(line for line in (work / "gateway.yaml").read_text().splitlines(keepends=True)
                        if not line.startswith("ledger:"))
         config.write_text(base.replace(f"port: {PORT}}}", f"port: {port}}}") + "ledger: {enabled: false}\n")
-    log = open(work / f"gateway-{port}.log", "w")
-    proc = subprocess.Popen([BIN, "serve", "--config", str(config), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("gateway did not start; see " + str(work / f"gateway-{port}.log"))
+    return gateway_process.serve(BIN, config, port, work / f"gateway-{port}.log", env=dict(os.environ, **env))
 
 
 def raw_rate(work: Path, env: dict, label: str, threads: int, seconds: int) -> float:

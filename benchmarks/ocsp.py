@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import re
 import secrets
 import statistics
@@ -28,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import signhash  # noqa: E402  (post, run_wrk, gateway_bodies, digest)
 from signhash import BIN, DUMMY_PORT, EC_OID, SECRET, post  # noqa: E402
+import gateway_process  # noqa: E402
+
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOT_PEM = ROOT / ".run" / "pki" / "vendor-a-root.pem"
@@ -57,21 +58,8 @@ clients:
 credentials:
   - {{id: bench-ec, upstream: vendor-a, upstreamCredentialID: "vendor-a/ec-signer"}}
 """)
-    log = open(d / "gateway.log", "w")
     level = "info" if name == "cold" else "warning"
-    proc = subprocess.Popen([BIN, "serve", "--config", str(d / "gateway.yaml"), "--log-level", level],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", PORTS[name], timeout=1)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"gateway {name} did not start; see {d / 'gateway.log'}")
+    return gateway_process.serve(BIN, d / "gateway.yaml", PORTS[name], d / "gateway.log", level=level)
 
 
 def cold_misses(workdir: Path, count: int) -> tuple[list[float], list[float]]:

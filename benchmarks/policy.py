@@ -18,12 +18,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import http.client
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from signhash import BIN, DUMMY_PORT, EC_OID, SECRET, digest, post, run_wrk  # noqa: E402
+import gateway_process  # noqa: E402
+
 
 PORTS = {"off": 8291, "on": 8292}
 TENANTS = 1000
@@ -72,20 +72,7 @@ upstreams:
         (workdir / "tenants" / f"t{t}.yaml").write_text(
             f"tenant: t{t}\nclients:\n  - {{id: t{t}-app, secretHash: \"{secret_hash}\", scopes: [service]}}\n"
             f"credentials:\n{creds}\n{extra}")
-    log = open(workdir / "gateway.log", "w")
-    proc = subprocess.Popen([BIN, "serve", "--config", str(workdir / "gateway.yaml"), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"gateway {name} did not start; see {workdir / 'gateway.log'}")
+    return gateway_process.serve(BIN, workdir / "gateway.yaml", port, workdir / "gateway.log", timeout=60)
 
 
 def bodies(port: int, count: int, token: str, per_sad: int) -> list[str]:

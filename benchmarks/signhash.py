@@ -31,9 +31,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gateway_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = os.environ.get("CSCGATE_RELEASE_BIN", str(ROOT / ".build-release" / "release" / "cscgate"))
@@ -93,21 +95,8 @@ clients:
 credentials:
   - {{id: bench-ec, upstream: vendor-a, upstreamCredentialID: "{CREDENTIAL}"}}
 """)
-    log = open(workdir / "gateway.log", "w")
     env = dict(os.environ, **({"CSCGATE_EVENT_LOOPS": str(event_loops)} if event_loops else {}))
-    proc = subprocess.Popen([BIN, "serve", "--config", str(workdir / "gateway.yaml"), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("gateway did not start; see " + str(workdir / "gateway.log"))
+    return gateway_process.serve(BIN, workdir / "gateway.yaml", port, workdir / "gateway.log", env=env)
 
 
 def digest() -> str:
@@ -168,7 +157,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-rate", type=int, default=3000, help="upper bound on req/s, to size the prepared bodies")
+    ap.add_argument("--max-rate", type=int, default=10000, help="upper bound on req/s, to size the prepared bodies")
     ap.add_argument("--concurrency", default="1,8", help="comma-separated wrk connection counts")
     ap.add_argument("--ledger-cost", action="store_true", help="also run a gateway with ledger.enabled: false")
     ap.add_argument("--event-loops", type=int, default=None, help="CSCGATE_EVENT_LOOPS for the gateways")
