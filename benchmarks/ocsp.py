@@ -85,7 +85,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--misses", type=int, default=15)
-    ap.add_argument("--max-rate", type=int, default=3000)
+    ap.add_argument("--max-rate", type=int, default=10000)
     args = ap.parse_args()
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} missing: swift build -c release --scratch-path .build-release --product cscgate")

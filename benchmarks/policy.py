@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--max-rate", type=int, default=3000)
+    ap.add_argument("--max-rate", type=int, default=10000)
     ap.add_argument("--skip-decisions", action="store_true")
     args = ap.parse_args()
     if not Path(BIN).exists():
