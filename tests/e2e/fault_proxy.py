@@ -14,8 +14,8 @@ when `paths` is None):
   * 'nonjson200' answer 200 with an HTML body;
   * 'close'      read the request, then close the connection without answering.
 
-Every request is counted per path (`hits`), the most requests it held at once is `max_active`
-(reset with `reset_active()`), and every "SAD" the real upstream returns through
+Every request is counted per path (`hits`), the most requests it held at once (read and not yet
+answered) is `max_active` (reset with `reset_active()`), and every "SAD" the real upstream returns through
 the proxy is kept in `seen_sads`, so a test can check that upstream SADs never leave the
 gateway and never reach its log.
 """
@@ -150,7 +150,15 @@ class FaultProxy:
             def log_message(self, *args):  # keep pytest output clean
                 pass
 
+            def _done(self) -> None:
+                # Once per request, before its answer is written: the gateway may open its next
+                # connection as soon as it has read the answer, often before this thread runs again.
+                if not self._left:
+                    self._left = True
+                    proxy._leave()
+
             def _send(self, status: int, ctype: str, data: bytes):
+                self._done()
                 self.send_response(status)
                 self.send_header('Content-Type', ctype)
                 self.send_header('Content-Length', str(len(data)))
@@ -159,10 +167,11 @@ class FaultProxy:
 
             def _handle(self, method: str):
                 proxy._enter()
+                self._left = False
                 try:
                     return self._serve(method)
                 finally:
-                    proxy._leave()
+                    self._done()
 
             def _serve(self, method: str):
                 n = int(self.headers.get('Content-Length') or 0)
