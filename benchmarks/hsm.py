@@ -11,7 +11,12 @@ same 2 cores; rounds alternate raw and gateway, medians are printed with the rat
 With --ledger-cost a second gateway on the same token runs with `ledger.enabled: false`, so
 what the durable usage ledger costs on this path is printed too.
 
+CPU/req is the gateway process's CPU time (signing included) per signHash answered; idle is the
+share of both cores nobody used during the run: a closed loop of clients that waits (for a
+flush, a session) leaves CPU unused that the raw run does not.
+
 Usage: .venv/bin/python benchmarks/hsm.py [--seconds 5] [--rounds 3] [--sessions 4] [--ledger-cost]
+       [--keys RSA-2048,P-256] [--concurrency 1,8]
 """
 from __future__ import annotations
 
@@ -96,6 +101,18 @@ def start_gateway(work: Path, env: dict, port: int = PORT, ledger: bool = True) 
     return gateway_process.serve(BIN, config, port, work / f"gateway-{port}.log", env=dict(os.environ, **env))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_seconds() -> float:
+    """Idle time of all CPUs so far, summed."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 def raw_rate(work: Path, env: dict, label: str, threads: int, seconds: int) -> float:
     out = subprocess.run([BIN, "keys", "bench", "--config", str(work / "gateway.yaml"), "--label", label,
                           "--threads", str(threads), "--seconds", str(seconds)],
@@ -120,7 +137,13 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sessions", type=int, default=4, help="the pkcs11 upstream's session pool")
     ap.add_argument("--ledger-cost", action="store_true", help="also run a gateway with ledger.enabled: false")
+    ap.add_argument("--keys", default=",".join(KEYS), help=f"which keys to measure, of {', '.join(KEYS)}")
+    ap.add_argument("--concurrency", default="1,8", help="comma-separated client counts")
     args = ap.parse_args()
+    keys = args.keys.split(",")
+    if unknown := [k for k in keys if k not in KEYS]:
+        raise SystemExit(f"unknown key {unknown[0]!r}; choose from {', '.join(KEYS)}")
+    levels = [int(c) for c in args.concurrency.split(",")]
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} missing: swift build -c release --scratch-path .build-release --product cscgate")
     sides = {"gateway": PORT} | ({"no-ledger": PORT + 1} if args.ledger_cost else {})
@@ -130,13 +153,15 @@ def main():
         env = setup(work, args.sessions)
         procs = []
         try:
-            tokens = {}
+            tokens, pids = {}, {}
             for side, port in sides.items():
                 procs.append(start_gateway(work, env, port, ledger=side == "gateway"))
+                pids[side] = procs[-1].pid
                 tokens[side] = post(port, "/csc/v1/auth/login", {}, basic=f"bench-app:{SECRET}")["access_token"]
             for r in range(args.rounds):
-                for name, (label, _, algo) in KEYS.items():
-                    for conc in (1, 8):
+                for name in keys:
+                    label, _, algo = KEYS[name]
+                    for conc in levels:
                         raw = raw_rate(work, env, label, conc, args.seconds)
                         row = {"raw": raw}
                         # Alternate which gateway goes first, so neither always follows the raw run.
@@ -144,12 +169,18 @@ def main():
                         for side in order:
                             # Sized from the raw rate: the gateway cannot sign faster than the module.
                             prepared = bodies(tokens[side], label, algo, int(raw * 1.5 * args.seconds) + 1000, sides[side])
+                            cpu, idle = cpu_seconds(pids[side]), idle_seconds()
                             res = run_wrk(sides[side], prepared, tokens[side], conc, args.seconds, work)
+                            # What one signHash costs the gateway in CPU (signing included), and how
+                            # much of the machine stayed idle: a closed loop that waits leaves CPU unused.
+                            res["cpu_us"] = (cpu_seconds(pids[side]) - cpu) / (res["rps"] * args.seconds) * 1e6
+                            res["idle"] = (idle_seconds() - idle) / (args.seconds * os.cpu_count())
                             if res["errors"]:
                                 raise SystemExit(f"{name} c{conc} {side}: {res['errors']} non-2xx answers; see {work}")
                             row[side] = res
                             print(f"round {r + 1} {name:8} c{conc} {side:9}: raw {raw:8.0f}/s  signHash {res['rps']:8.0f}/s"
-                                  f"  ratio {res['rps'] / raw:5.2f}  p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms", flush=True)
+                                  f"  ratio {res['rps'] / raw:5.2f}  p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms"
+                                  f"  gateway CPU {res['cpu_us']:4.0f} µs/req  idle {res['idle']:4.0%}", flush=True)
                         results.setdefault((name, conc), []).append(row)
         finally:
             for p in procs:
@@ -159,16 +190,19 @@ def main():
     print(f"\nSoftHSM2 via PKCS#11, {args.rounds} rounds of {args.seconds} s, medians; pool of {args.sessions} sessions; "
           "raw = in-process threads, gateway = wrk over HTTP, same 2 cores; paired = median of each round's own ratio:")
     print(f"{'':14}{'raw signs/s':>13}{'signHash/s':>12}{'ratio':>8}{'paired':>8}{'p50':>9}{'p99':>9}"
-          + (f"{'no ledger':>11}{'ratio':>8}{'ledger cost':>13}" if args.ledger_cost else ""))
+          + f"{'CPU/req':>9}{'idle':>6}"
+          + (f"{'no ledger':>11}{'ratio':>8}{'CPU/req':>9}{'idle':>6}{'ledger cost':>13}" if args.ledger_cost else ""))
     for (name, conc), rows in results.items():
         raw = med(x["raw"] for x in rows)
         gw_rps = med(x["gateway"]["rps"] for x in rows)
         line = (f"{name + ' c' + str(conc):14}{raw:13.0f}{gw_rps:12.0f}{gw_rps / raw:8.2f}"
                 f"{med(x['gateway']['rps'] / x['raw'] for x in rows):8.2f}"
-                f"{med(x['gateway']['p50'] for x in rows):7.2f}ms{med(x['gateway']['p99'] for x in rows):7.2f}ms")
+                f"{med(x['gateway']['p50'] for x in rows):7.2f}ms{med(x['gateway']['p99'] for x in rows):7.2f}ms"
+                f"{med(x['gateway']['cpu_us'] for x in rows):7.0f}µs{med(x['gateway']['idle'] for x in rows):6.0%}")
         if args.ledger_cost:
             free = med(x["no-ledger"]["rps"] for x in rows)
             line += (f"{free:11.0f}{free / raw:8.2f}"
+                     f"{med(x['no-ledger']['cpu_us'] for x in rows):7.0f}µs{med(x['no-ledger']['idle'] for x in rows):6.0%}"
                      f"{med(x['gateway']['rps'] / x['no-ledger']['rps'] for x in rows):13.2f}")
         print(line)
 
