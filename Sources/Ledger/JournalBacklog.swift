@@ -33,6 +33,44 @@ final class JournalBacklog: Sendable {
         var finishers: [CheckedContinuation<Void, Never>] = []
         /// Failed transactions in a row (logged at the first and every 60th).
         var failures = 0
+        /// Ok events of reserved signings, by reservation key: each is stored in its
+        /// reservation's place, with no flush of its own.
+        var fulfilled: [String: UsageEvent] = [:]
+        /// Reservations a later event ended without signatures: stored as nothing.
+        var released: Set<String> = []
+        /// The reservation storing waits for: its signing has not ended yet.
+        var awaiting: String?
+    }
+
+    /// The reason kept with a reservation stored without an outcome.
+    static let openReservationReason = "no outcome was recorded before the gateway stopped; billed as signed"
+
+    /// The events `entries` stand for, in order: a reservation becomes its ok event, or
+    /// nothing once released, and the first one still open ends the run unless `billOpen` (at
+    /// recovery and shutdown), which stores it as signed: its signatures may have been returned.
+    static func settle(_ entries: ArraySlice<UsageJournal.Entry>, fulfilled: [String: UsageEvent], released: Set<String>,
+                       billOpen: Bool) -> (events: [UsageEvent], consumed: Int, through: UInt64?, awaiting: String?) {
+        var events: [UsageEvent] = []
+        events.reserveCapacity(entries.count)
+        var consumed = 0, through: UInt64?
+        for e in entries {
+            if e.reserved {
+                let key = UsageJournal.reservationKey(e.event)
+                if let ok = fulfilled[key] {
+                    events.append(ok)
+                } else if !released.contains(key) {
+                    guard billOpen else { return (events, consumed, through, key) }
+                    var signed = e.event
+                    signed.reason = openReservationReason
+                    events.append(signed)
+                }
+            } else {
+                events.append(e.event)
+            }
+            consumed += 1
+            through = e.seq
+        }
+        return (events, consumed, through, nil)
     }
 
     private let state: Mutex<State>
@@ -76,12 +114,24 @@ final class JournalBacklog: Sendable {
             let wasEmpty = s.entries.isEmpty
             if wasEmpty { s.oldest = .now }
             s.entries += entries
-            for e in entries where e.event.requestIDFromClient && s.retryable[e.event.id] == nil {
+            for e in entries { if let r = e.releases { s.released.insert(r) } }
+            for e in entries where !e.reserved && e.event.requestIDFromClient && s.retryable[e.event.id] == nil {
                 // The first event with an id is the one the database keeps (later ones are retries).
                 s.retryable[e.event.id] = e.event
             }
             s.acknowledgedThrough = last.seq
             return wasEmpty || s.entries.count >= Self.dueCount
+        }
+        if due { wake.signal() }
+    }
+
+    /// The ok event of a reserved signing, in place of its reservation (durable already).
+    func fulfil(_ reservation: String, with event: UsageEvent) {
+        let due = state.withLock { s -> Bool in
+            s.fulfilled[reservation] = event
+            if event.requestIDFromClient && s.retryable[event.id] == nil { s.retryable[event.id] = event }
+            // Only a reader waiting for it hurries storing; otherwise it goes with the next transaction.
+            return s.awaiting == reservation && !s.waiters.isEmpty
         }
         if due { wake.signal() }
     }
@@ -124,6 +174,10 @@ final class JournalBacklog: Sendable {
         while true {
             let next = state.withLock { s -> Step in
                 if s.entries.isEmpty { return s.closing ? .stop : .sleep(nil) }
+                if let a = s.awaiting, !s.closing, s.fulfilled[a] == nil, !s.released.contains(a) {
+                    // That signing has not ended: look again after an interval (or when it ends, if a reader waits).
+                    return .sleep(interval)
+                }
                 let waited = ContinuousClock.now - s.oldest
                 if s.closing || !s.waiters.isEmpty || s.entries.count >= Self.dueCount || waited >= interval { return .store }
                 return .sleep(interval - waited)
@@ -154,10 +208,15 @@ final class JournalBacklog: Sendable {
     private enum Step { case stop, sleep(Duration?), store }
 
     private func store() {
-        let chunk = state.withLock { Array($0.entries.prefix(Self.maxTransaction)) }
-        guard let last = chunk.last?.seq else { return }
+        let chunk = state.withLock { s in
+            let c = Self.settle(s.entries.prefix(Self.maxTransaction), fulfilled: s.fulfilled, released: s.released,
+                                billOpen: s.closing)
+            s.awaiting = c.awaiting
+            return c
+        }
+        guard let last = chunk.through else { return }
         do {
-            try writer.append(chunk.map(\.event), journalThrough: last)
+            try writer.append(chunk.events, journalThrough: last)
         } catch {
             let (failed, count) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], Int) in
                 s.failures += 1
@@ -166,7 +225,7 @@ final class JournalBacklog: Sendable {
             }
             if count % 60 == 1 {
                 logger.error("usage events cannot be stored in the ledger database; they stay in the journal and are tried again", metadata: [
-                    "events": .stringConvertible(chunk.count), "failures": .stringConvertible(count), "error": .string("\(error)"),
+                    "events": .stringConvertible(chunk.events.count), "failures": .stringConvertible(count), "error": .string("\(error)"),
                 ])
             }
             for w in failed { w.resume(throwing: LedgerBehind(underlying: "\(error)")) }
@@ -175,9 +234,16 @@ final class JournalBacklog: Sendable {
             return
         }
         let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            s.entries.removeFirst(chunk.count)
-            if !s.entries.isEmpty { s.oldest = .now - interval }  // the rest is due as well
-            for e in chunk where e.event.requestIDFromClient { s.retryable.removeValue(forKey: e.event.id) }
+            for e in s.entries.prefix(chunk.consumed) where e.reserved {
+                let key = UsageJournal.reservationKey(e.event)
+                s.fulfilled[key] = nil
+                s.released.remove(key)
+            }
+            s.entries.removeFirst(chunk.consumed)
+            // The rest is due as well, unless storing stopped at a signing under way: then it
+            // waits an interval, or every signing would cost a transaction of its own.
+            if !s.entries.isEmpty { s.oldest = s.awaiting == nil ? .now - interval : .now }
+            for e in chunk.events where e.requestIDFromClient { s.retryable.removeValue(forKey: e.id) }
             s.appliedThrough = last
             s.failures = 0
             let done = s.waiters.filter { $0.seq <= last }.map(\.continuation)

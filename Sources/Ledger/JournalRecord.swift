@@ -6,7 +6,7 @@ import GatewayCore
 ///     0  u32  magic "CGJ1"
 ///     4  u32  payload length
 ///     8  u64  sequence number (one per record, increasing, never reused)
-///     16 u8   kind (event, void)
+///     16 u8   kind (event, void, reservation, release)
 ///     17 u8   flags (bit 0: the last record of its batch)
 ///     18 u16  zero
 ///     20 u32  CRC-32C of bytes 0..<20 and the payload
@@ -27,6 +27,13 @@ enum JournalRecord {
         /// Sequence numbers of a batch whose write failed: its callers were told so, and the
         /// records must not count even if some reached the disk.
         case void = 2
+        /// A signing's ok event, made durable while the signing runs. Its outcome replaces it:
+        /// the ok event in memory, or a later refusal or failure of the same request. One
+        /// still open at recovery is stored as signed (see `JournalBacklog.settleReservations`).
+        case reservation = 3
+        /// The key of a reservation whose signing ended without signatures (`UsageJournal.
+        /// reservationKey`); the event record after it, in the same batch, is that ending.
+        case release = 4
     }
 
     struct Header {
@@ -129,6 +136,12 @@ enum JournalRecord {
         guard payload.count == 16 else { return nil }
         let from = payload.loadLE(UInt64.self, at: 0), through = payload.loadLE(UInt64.self, at: 8)
         return from <= through ? from...through : nil
+    }
+
+    static func encodeKey(_ key: String) -> [UInt8] { Array(key.utf8) }
+
+    static func decodeKey(_ payload: UnsafeRawBufferPointer) -> String? {
+        payload.isEmpty ? nil : String(decoding: payload, as: UTF8.self)
     }
 
     private static func outcomeCode(_ o: UsageOutcome) -> UInt8 {

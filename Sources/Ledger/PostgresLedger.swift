@@ -100,6 +100,17 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
         try await commits.submit(event)
     }
 
+    /// No reservations here: a signing's event is committed after it, as `record` does.
+    public func reserveSigning(_ planned: UsageEvent) async throws -> UsageReservation? { nil }
+
+    public func fulfil(_ reservation: UsageReservation, with event: UsageEvent) async throws {
+        try await record(event)
+    }
+
+    public func release(_ reservation: UsageReservation, with event: UsageEvent) async throws {
+        try await record(event)
+    }
+
     // MARK: PIN and OTP attempts, one statement each, shared by every instance on this ledger
 
     public func reserve(_ key: String, limit: Int) async throws -> Bool {

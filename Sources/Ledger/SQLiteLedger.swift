@@ -49,7 +49,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
     let pool: DatabasePool
     private let writer: SQLiteChainWriter
     let backlog: JournalBacklog
-    private let commits: GroupCommit<UsageEvent>
+    private let commits: GroupCommit<UsageJournal.Item>
     /// Events the journal held at open beyond the database, stored before anything new.
     public let recoveredEvents: Int
 
@@ -83,9 +83,12 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         let recovered = journal.recovered
         var stored = applied
         var start = 0
+        let released = Set(recovered.entries.compactMap(\.releases))
         while start < recovered.entries.count {
             let chunk = recovered.entries[start..<min(recovered.entries.count, start + JournalBacklog.maxTransaction)]
-            try writer.append(chunk.map(\.event), journalThrough: chunk.last?.seq)
+            // A reservation without an outcome is stored as signed: its answer may have left.
+            let settled = JournalBacklog.settle(chunk, fulfilled: [:], released: released, billOpen: true)
+            try writer.append(settled.events, journalThrough: chunk.last?.seq)
             stored = chunk.last?.seq ?? stored
             start += chunk.count
         }
@@ -100,7 +103,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         self.backlog = backlog
         let window = options.inFlight.flatMap { inFlight in
             options.commitDelay > .zero
-                ? GroupCommit<UsageEvent>.Window(maxDelay: options.commitDelay, maxItems: 256, working: { inFlight.working })
+                ? GroupCommit<UsageJournal.Item>.Window(maxDelay: options.commitDelay, maxItems: 256, working: { inFlight.working })
                 : nil
         }
         self.commits = GroupCommit(closedError: { SQLiteLedgerError.closed },
@@ -116,7 +119,20 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
     public static func journalDirectory(for path: String) -> String { path + ".journal" }
 
     public func record(_ event: UsageEvent) async throws {
-        try await commits.submit(event)
+        try await commits.submit(UsageJournal.Item(event: event))
+    }
+
+    public func reserveSigning(_ planned: UsageEvent) async throws -> UsageReservation? {
+        try await commits.submit(UsageJournal.Item(event: planned, reserved: true))
+        return UsageReservation(key: UsageJournal.reservationKey(planned))
+    }
+
+    public func fulfil(_ reservation: UsageReservation, with event: UsageEvent) async throws {
+        backlog.fulfil(reservation.key, with: event)
+    }
+
+    public func release(_ reservation: UsageReservation, with event: UsageEvent) async throws {
+        try await commits.submit(UsageJournal.Item(event: event, releases: reservation.key))
     }
 
     /// Returns once the database holds every event acknowledged before the call.

@@ -24,6 +24,27 @@ final class UsageJournal: @unchecked Sendable {
     struct Entry: Sendable {
         var seq: UInt64
         var event: UsageEvent
+        /// A reservation (`JournalRecord.Kind.reservation`), not yet an outcome.
+        var reserved = false
+        /// The reservation this event ends without signatures, by its key.
+        var releases: String?
+    }
+
+    /// What names a reservation: its event's id (the request's) and its time to the bit, so
+    /// two attempts of one request never share it.
+    static func reservationKey(_ planned: UsageEvent) -> String {
+        planned.id + "@" + String(planned.time.timeIntervalSince1970.bitPattern, radix: 16)
+    }
+
+    /// What the writer is handed: an event, a reservation of one, or the event that releases one.
+    struct Item: Sendable {
+        var event: UsageEvent
+        var reserved = false
+        var releases: String?
+    }
+
+    func append(_ events: [UsageEvent]) throws -> [Entry] {
+        try append(events.map { Item(event: $0) })
     }
 
     /// What a directory held at open: the events of every whole batch, in order.
@@ -142,7 +163,7 @@ final class UsageJournal: @unchecked Sendable {
     /// Writes `events` as one batch and returns once the batch is on disk, with their sequence
     /// numbers. A failure leaves nothing of the batch counted: its sequence numbers are voided
     /// by the next batch, which starts a new segment.
-    func append(_ events: [UsageEvent]) throws -> [Entry] {
+    func append(_ events: [Item]) throws -> [Entry] {
         let first = nextSeq
         var seq = first
         buffer.removeAll(keepingCapacity: true)
@@ -154,9 +175,13 @@ final class UsageJournal: @unchecked Sendable {
         var entries = [Entry]()
         entries.reserveCapacity(events.count)
         for (i, e) in events.enumerated() {
-            JournalRecord.append(kind: .event, seq: seq, endsBatch: i == events.count - 1, payload: JournalRecord.encode(e),
-                                 to: &buffer)
-            entries.append(Entry(seq: seq, event: e))
+            if let r = e.releases {
+                JournalRecord.append(kind: .release, seq: seq, endsBatch: false, payload: JournalRecord.encodeKey(r), to: &buffer)
+                seq += 1
+            }
+            JournalRecord.append(kind: e.reserved ? .reservation : .event, seq: seq, endsBatch: i == events.count - 1,
+                                 payload: JournalRecord.encode(e.event), to: &buffer)
+            entries.append(Entry(seq: seq, event: e.event, reserved: e.reserved, releases: e.releases))
             seq += 1
         }
         let last = seq - 1
@@ -370,13 +395,21 @@ final class UsageJournal: @unchecked Sendable {
                 var offset = blockSize
                 var expected = firstSeq
                 var batch: [Entry] = [], batchVoids: [ClosedRange<UInt64>] = []
+                var releasing: String?
                 while let (header, payload) = JournalRecord.read(raw, at: offset), header.seq == expected {
                     switch JournalRecord.Kind(rawValue: header.kind) {
-                    case .event:
+                    case .event, .reservation:
                         guard let event = JournalRecord.decodeEvent(payload) else {
                             throw JournalError.corrupt(name.path, "record \(header.seq) has a checksum but cannot be read")
                         }
-                        batch.append(Entry(seq: header.seq, event: event))
+                        batch.append(Entry(seq: header.seq, event: event, reserved: header.kind == JournalRecord.Kind.reservation.rawValue,
+                                           releases: releasing))
+                        releasing = nil
+                    case .release:
+                        guard let key = JournalRecord.decodeKey(payload) else {
+                            throw JournalError.corrupt(name.path, "release record \(header.seq) cannot be read")
+                        }
+                        releasing = key
                     case .void:
                         guard let range = JournalRecord.decodeVoid(payload) else {
                             throw JournalError.corrupt(name.path, "void record \(header.seq) cannot be read")

@@ -235,6 +235,59 @@ struct JournalTests {
         await ledger.shutdown()
     }
 
+    @Test("a reserved signing is stored as its outcome; one without an outcome at a crash is billed as signed")
+    func reservations() async throws {
+        let path = try Self.ledgerPath()
+        let ledger = try SQLiteLedger(path: path, options: .init(applyInterval: .milliseconds(10)))
+        let planned = (1...3).map { event($0, signatures: $0 + 1) }
+        var reservations: [UsageReservation] = []
+        for e in planned { reservations.append(try #require(try await ledger.reserveSigning(e))) }
+        // 1 signs (its event now says how long it took), 2 is refused after all, 3 is still signing.
+        var signed = planned[0]
+        signed.latencyMicros = 4242
+        signed.time = signed.time.addingTimeInterval(0.5)
+        try await ledger.fulfil(reservations[0], with: signed)
+        var refused = event(2, outcome: .failed)
+        refused.id = UsageEvent.attemptID(refused.id, outcome: .failed, time: refused.time)
+        try await ledger.release(reservations[1], with: refused)
+        try await ledger.record(event(4))
+        // Storing stops at the open reservation: nothing after it is stored out of order. (2's
+        // refusal comes after 3's reservation in the journal, and so in the chain.)
+        try await Task.sleep(for: .milliseconds(200))
+        let storedBefore = try await ledger.pool.read {
+            try String.fetchAll($0, sql: "SELECT request_id FROM usage_events ORDER BY seq")
+        }
+        #expect(storedBefore == ["req-1"])
+
+        // What a machine that lost power now would hold: 3 never ended.
+        let crashed = try Self.directory()
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        for file in try FileManager.default.contentsOfDirectory(atPath: dir) {
+            try FileManager.default.copyItem(atPath: dir + "/" + file, toPath: crashed + "/" + file)
+        }
+        let restarted = try SQLiteLedger(path: crashed + "/ledger.sqlite")
+        let recovered = try await restarted.events(tenant: "acme", after: 0, limit: 100).map(\.event)
+        #expect(recovered.map(\.requestID) == ["req-1", "req-3", "req-2", "req-4"])
+        #expect(recovered.map(\.outcome) == [.ok, .ok, .failed, .ok])
+        #expect(recovered[0].latencyMicros == 4242, "the outcome, not the reservation, is what was stored")
+        #expect(recovered[1].signatures == 4)
+        #expect(recovered[1].reason == JournalBacklog.openReservationReason)
+        let billed = recovered.map(\.signatures).reduce(0, +)
+        #expect(billed == 7, "2 signed, 4 billed as signed, 1 recorded plainly")
+        await restarted.shutdown()
+
+        // Without the crash, 3's outcome arrives and everything is stored in order.
+        var late = planned[2]
+        late.latencyMicros = 7
+        try await ledger.fulfil(reservations[2], with: late)
+        try await ledger.caughtUp()
+        let stored = try await ledger.events(tenant: "acme", after: 0, limit: 100).map(\.event)
+        #expect(stored.map(\.requestID) == ["req-1", "req-3", "req-2", "req-4"])
+        #expect(stored[1].latencyMicros == 7)
+        #expect(stored[1].reason == nil)
+        await ledger.shutdown()
+    }
+
     @Test("a retry finds the earlier answer while it is still in the journal only, and after it reached the database")
     func retryFoundBeforeStored() async throws {
         let ledger = try SQLiteLedger(path: try Self.ledgerPath(), options: .init(applyInterval: .seconds(3600)))

@@ -86,6 +86,9 @@ extension Gateway {
             credentialID: route.upstreamCredentialID, sad: claims.upstreamSAD, hashes: request.hashes,
             hashAlgorithm: hashAlgo, signAlgorithm: signAlgo, signAlgorithmParameters: request.signAlgorithmParameters,
             clientData: request.clientData)
+        // Its ok event is made durable meanwhile, so the answer waits for the slower of the two.
+        async let reserved: Void = reserveSigning(caller, context, note, signatures: request.hashes.count,
+                                                  signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid)
         let signed: SignHashResult
         let upstreamStarted = ContinuousClock.now
         do {
@@ -94,10 +97,13 @@ extension Gateway {
                 "upstream": .string(route.upstream), "upstream_ms": .string(Self.milliseconds(since: upstreamStarted)),
             ])
         } catch {
+            // Settled before the failure is recorded, which then releases the reservation.
+            try? await reserved
             await usage.refund(claims, hashes: encodedHashes, logger: context.logger)
             admission.cancel(context)
             throw error
         }
+        try await reserved
 
         // 11. Answer: one signature per hash, ECDSA in the encoding the OID promises.
         note.stage("response")
@@ -115,7 +121,7 @@ extension Gateway {
             }
         }
         let result = SignHashResult(signatures: signatures)
-        // 12. Record: `perform` writes the usage event, durably, before this answer leaves.
+        // 12. Record: `perform` ends the reservation with the ok event (or, without one, writes it durably).
         note.signed(signatures.count, signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid,
                     answer: fingerprint.map { Self.answer($0, result) })
         context.logger.info("hashes signed", metadata: [

@@ -78,6 +78,21 @@ public protocol UsageLedger: Sendable {
     func record(_ event: UsageEvent) async throws
     /// A recorded ok event with this id, for answering a retried request.
     func recordedEvent(id: String) async throws -> UsageEvent?
+    /// Makes a signing's ok event durable while the signing runs, so that its answer waits for
+    /// the slower of the two instead of both in turn. The signing then ends in `fulfil` (it
+    /// signed) or `release` (it did not); one that never ends is billed as signed. Nil when
+    /// this ledger does not reserve: the outcome is then `record`ed as usual.
+    func reserveSigning(_ planned: UsageEvent) async throws -> UsageReservation?
+    /// The ok event of a reserved signing; durable through its reservation, so no flush is waited for.
+    func fulfil(_ reservation: UsageReservation, with event: UsageEvent) async throws
+    /// The refusal or failure of a reserved signing, durable on return: it unbills the reservation.
+    func release(_ reservation: UsageReservation, with event: UsageEvent) async throws
+}
+
+/// A signing's durable reservation in the ledger (`UsageLedger.reserveSigning`).
+public struct UsageReservation: Sendable {
+    public let key: String
+    public init(key: String) { self.key = key }
 }
 
 /// Operations that have started and not yet reached the ledger. The ledger's group commit
@@ -106,6 +121,8 @@ public final class UsageNote: Sendable {
         var evidence: String?
         var remark: String?
         var answer: Data?
+        /// The ledger holds this signing's ok event already (see `UsageLedger.reserveSigning`).
+        var reservation: UsageReservation?
     }
 
     let facts = Mutex(Facts())
@@ -160,14 +177,34 @@ extension Gateway {
         }
     }
 
-    private func record(_ id: String, _ method: CSCMethod, _ caller: Caller, _ context: OperationContext, _ note: UsageNote,
-                        _ started: ContinuousClock.Instant, outcome: UsageOutcome, error: CSCError?) async throws {
+    /// Makes the ok event of the signing about to run durable while it runs. The signatures
+    /// it will return are not answered before this returns; if it throws, they are withheld.
+    func reserveSigning(_ caller: Caller, _ context: OperationContext, _ note: UsageNote, signatures: Int,
+                        signAlgorithm: String, hashAlgorithm: String?) async throws {
         guard let ledger else { return }
-        let f = note.facts.withLock { $0 }
-        let elapsed = ContinuousClock.now - started
-        let micros = Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000)
+        var f = note.facts.withLock { $0 }
+        f.signatures = signatures; f.signAlgorithm = signAlgorithm; f.hashAlgorithm = hashAlgorithm
+        let id = UsageEvent.eventID(tenantID: caller.tenantID, clientID: caller.clientID, requestID: context.requestID,
+                                    operation: CSCMethod.signaturesSignHash.operation)
+        let planned = usageEvent(id, CSCMethod.signaturesSignHash, caller, context, f, micros: 0, outcome: .ok, error: nil)
+        do {
+            if let reservation = try await ledger.reserveSigning(planned) {
+                note.facts.withLock { $0.reservation = reservation }
+            }
+        } catch {
+            context.logger.error("signing could not be reserved in the ledger", metadata: ["event_id": .string(id)])
+            throw Self.unrecorded
+        }
+    }
+
+    private static let unrecorded = CSCError(status: 503, error: "temporarily_unavailable",
+                                             description: "The signing could not be recorded, so its result is withheld; retry later",
+                                             headers: ["Retry-After": "5"])
+
+    private func usageEvent(_ id: String, _ method: CSCMethod, _ caller: Caller, _ context: OperationContext, _ f: UsageNote.Facts,
+                            micros: Int, outcome: UsageOutcome, error: CSCError?) -> UsageEvent {
         let time = now()
-        let event = UsageEvent(
+        return UsageEvent(
             id: outcome == .ok ? id : UsageEvent.attemptID(id, outcome: outcome, time: time), time: time, tenantID: caller.tenantID, clientID: caller.clientID, credentialID: f.credentialID,
             upstream: f.upstream, operation: method.operation, signatures: outcome == .ok ? f.signatures : 0,
             signAlgorithm: f.signAlgorithm, hashAlgorithm: f.hashAlgorithm, outcome: outcome,
@@ -175,19 +212,28 @@ extension Gateway {
             reason: (error?.errorDescription ?? f.remark).map { String($0.prefix(300)) }, latencyMicros: micros,
             requestID: context.requestID, evidence: f.evidence, answer: outcome == .ok ? f.answer : nil,
             requestIDFromClient: context.requestIDFromClient)
+    }
+
+    private func record(_ id: String, _ method: CSCMethod, _ caller: Caller, _ context: OperationContext, _ note: UsageNote,
+                        _ started: ContinuousClock.Instant, outcome: UsageOutcome, error: CSCError?) async throws {
+        guard let ledger else { return }
+        let f = note.facts.withLock { $0 }
+        let elapsed = ContinuousClock.now - started
+        let micros = Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000)
+        let event = usageEvent(id, method, caller, context, f, micros: micros, outcome: outcome, error: error)
         do {
             let recordStarted = ContinuousClock.now
-            try await ledger.record(event)
+            switch (f.reservation, outcome) {
+            case (let r?, .ok): try await ledger.fulfil(r, with: event)
+            case (let r?, _): try await ledger.release(r, with: event)
+            case (nil, _): try await ledger.record(event)
+            }
             context.logger.debug("usage recorded", metadata: ["ledger_ms": .string(Self.milliseconds(since: recordStarted))])
         } catch {
             context.logger.error("usage event could not be recorded", metadata: [
                 "event_id": .string(event.id), "operation": .string(method.operation), "outcome": .string(outcome.rawValue),
             ])
-            if outcome == .ok && f.signatures > 0 {
-                throw CSCError(status: 503, error: "temporarily_unavailable",
-                               description: "The signing could not be recorded, so its result is withheld; retry later",
-                               headers: ["Retry-After": "5"])
-            }
+            if outcome == .ok && f.signatures > 0 { throw Self.unrecorded }
         }
     }
 }
