@@ -34,6 +34,8 @@ final class GatedBackend: SigningBackend {
     private let enteredContinuation: AsyncStream<Void>.Continuation
     let extendGate = Gate()
     let signaturesMade = Mutex(0)
+    /// While true, signHash fails as an upstream error would.
+    let failSigning = Mutex(false)
 
     init() {
         (extendEntered, enteredContinuation) = AsyncStream.makeStream(of: Void.self)
@@ -64,6 +66,7 @@ final class GatedBackend: SigningBackend {
     }
 
     func signHash(_ request: SignHashRequest, _ context: OperationContext) async throws -> SignHashResult {
+        if failSigning.withLock({ $0 }) { throw CSCError.upstreamFailed(name, "refused to sign") }
         signaturesMade.withLock { $0 += request.hashes.count }
         // A well-formed DER ECDSA-Sig-Value per hash.
         return SignHashResult(signatures: request.hashes.map { _ in Data([0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]) })

@@ -28,7 +28,8 @@ final class ServerFixture: Sendable {
     let gateway: Gateway
 
     /// `acmePolicies`: policy files written to policies/ and attached to tenant acme.
-    init(backends: [String: any SigningBackend] = [:], acmePolicies: [String: String] = [:]) throws {
+    init(backends: [String: any SigningBackend] = [:], acmePolicies: [String: String] = [:],
+         ledger: (any UsageLedger)? = nil) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("cscgate-server-\(UUID().uuidString)")
         let tenants = directory.appendingPathComponent("tenants")
         try FileManager.default.createDirectory(at: tenants, withIntermediateDirectories: true)
@@ -75,7 +76,7 @@ final class ServerFixture: Sendable {
                 upstreamCredentialID: a/globex-rsa
             """.utf8).write(to: tenants.appendingPathComponent("globex.yaml"))
         let loaded = try ConfigurationLoader.load(gatewayFile: directory.appendingPathComponent("gateway.yaml").path)
-        gateway = Gateway(configuration: loaded, backends: backends, seal: .randomKey())
+        gateway = Gateway(configuration: loaded, backends: backends, seal: .randomKey(), ledger: ledger)
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }
