@@ -29,7 +29,7 @@ enum JournalRecord {
         case void = 2
         /// A signing's ok event, made durable while the signing runs. Its outcome replaces it:
         /// the ok event in memory, or a later refusal or failure of the same request. One
-        /// still open at recovery is stored as signed (see `JournalBacklog.settleReservations`).
+        /// still open at recovery is stored as signed (see `JournalBacklog.settle`).
         case reservation = 3
         /// The key of a reservation whose signing ended without signatures (`UsageJournal.
         /// reservationKey`); the event record after it, in the same batch, is that ending.
