@@ -21,17 +21,45 @@ final class GroupCommit<Item: Sendable>: Sendable {
         var working: @Sendable () -> Int
     }
 
-    private struct Waiter {
-        var item: Item
-        var continuation: CheckedContinuation<Void, any Error>
+    /// One item's way to disk. Its caller may wait for it at once (`submit`), later (a
+    /// reservation, waited for when its signing ends) or never; once written, waiting for it
+    /// costs no hand-off between threads.
+    final class Ticket: Sendable {
+        fileprivate let index: UInt64
+        /// Enqueued with a `due` still ahead: waiting for it hurries it.
+        fileprivate let held: Bool
+        fileprivate let state = Mutex(TicketState())
+
+        fileprivate init(index: UInt64, held: Bool) {
+            self.index = index
+            self.held = held
+        }
+    }
+
+    fileprivate struct TicketState {
+        var outcome: Result<Void, any Error>?
+        var continuation: CheckedContinuation<Void, any Error>?
         /// The event loop the caller parked on: it is resumed there, where its connection lives,
         /// instead of on whichever loop the writer thread's resume would pick.
         var loop: (any EventLoop)?
     }
 
+    private struct Waiter {
+        var item: Item
+        var ticket: Ticket
+    }
+
     private struct State {
         var pending: [Waiter] = []
         var oldest = ContinuousClock.now
+        /// The soonest moment a pending item must be written by.
+        var due = ContinuousClock.now
+        /// Someone waits for a pending item now: write without waiting for `due`.
+        var hurry = false
+        /// Items enqueued, and items handed to a write, so far: a ticket's index below `taken`
+        /// is being written or written.
+        var enqueued: UInt64 = 0
+        var taken: UInt64 = 0
         var flushing = false
         var collecting = false
         var closed = false
@@ -41,12 +69,16 @@ final class GroupCommit<Item: Sendable>: Sendable {
     /// `GroupCommit`, so dropping the last reference to a ledger still ends its thread.
     private final class Queue: Sendable {
         let state = Mutex(State())
-        /// Wakes the writer thread: once per idle-to-busy transition, when a window it waits in
-        /// can close early, and on close.
+        /// Wakes the writer thread: once per idle-to-busy transition, when a batch it waits for
+        /// must be written sooner, and on close.
         let wake = DispatchSemaphore(value: 0)
         let window: Window?
+        /// How long the thread's recent writes took (nanoseconds, a moving average).
+        let writeNanos = Atomic<Int>(0)
 
         init(window: Window?) { self.window = window }
+
+        var maxItems: Int { window?.maxItems ?? 256 }
     }
 
     /// Who runs the writes.
@@ -83,31 +115,72 @@ final class GroupCommit<Item: Sendable>: Sendable {
 
     /// Returns once a write holding `item` has succeeded; throws that write's error otherwise.
     func submit(_ item: Item) async throws {
-        let loop = MultiThreadedEventLoopGroup.currentEventLoop
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let next: GroupCommitStep = queue.state.withLock { s in
-                if s.closed { return .refuse }
-                if s.pending.isEmpty { s.oldest = .now }
-                s.pending.append(Waiter(item: item, continuation: continuation, loop: loop))
-                if s.flushing {
-                    guard s.collecting, let w = queue.window else { return .wait }
-                    return w.working() == 0 || s.pending.count >= w.maxItems ? .closeWindow : .wait
-                }
-                s.flushing = true
-                return .start
+        try await wait(enqueue(item))
+    }
+
+    /// Queues `item` to be written by `due` (at once if nil) and returns without waiting. Items
+    /// not due yet let the writer thread gather more into one flush; `wait` hurries them.
+    func enqueue(_ item: Item, due: ContinuousClock.Instant? = nil) -> Ticket {
+        let now = ContinuousClock.now
+        let due = due ?? now
+        let (ticket, next) = queue.state.withLock { s -> (Ticket, GroupCommitStep) in
+            let ticket = Ticket(index: s.enqueued, held: due > now)
+            if s.closed { return (ticket, .refuse) }
+            s.enqueued += 1
+            let sooner = s.pending.isEmpty || due < s.due
+            if s.pending.isEmpty { s.oldest = now }
+            if sooner { s.due = due }
+            s.pending.append(Waiter(item: item, ticket: ticket))
+            if s.flushing {
+                // The writer may be waiting for the batch to fill: wake it if this item changes when it is due.
+                guard s.collecting else { return (ticket, .wait) }
+                let windowCloses = queue.window.map { $0.working() == 0 } ?? false
+                return (ticket, sooner || windowCloses || s.pending.count >= queue.maxItems ? .closeWindow : .wait)
             }
-            switch next {
-            case .refuse: continuation.resume(throwing: closedError())
-            case .wait: break
-            case .closeWindow: queue.wake.signal()
-            case .start:
-                switch driver {
-                case .task(let write): Task { [queue] in await Self.drain(queue, write) }
-                case .thread: queue.wake.signal()
-                }
+            s.flushing = true
+            return (ticket, .start)
+        }
+        switch next {
+        case .refuse: Self.finish(ticket, .failure(closedError()))
+        case .wait: break
+        case .closeWindow: queue.wake.signal()
+        case .start:
+            switch driver {
+            case .task(let write): Task { [queue] in await Self.drain(queue, write) }
+            case .thread: queue.wake.signal()
             }
         }
+        return ticket
     }
+
+    /// Returns once the write holding the ticket's item has succeeded; throws its error
+    /// otherwise. An item still held back for a later `due` is written without further delay.
+    func wait(_ ticket: Ticket) async throws {
+        if let done = ticket.state.withLock({ $0.outcome }) { return try done.get() }
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let done = ticket.state.withLock { t -> Result<Void, any Error>? in
+                if let o = t.outcome { return o }
+                t.continuation = continuation
+                t.loop = loop
+                return nil
+            }
+            if let done {
+                continuation.resume(with: done)
+                return
+            }
+            guard ticket.held else { return }
+            let wake = queue.state.withLock { s -> Bool in
+                guard ticket.index >= s.taken, !s.hurry else { return false }
+                s.hurry = true
+                return s.collecting
+            }
+            if wake { queue.wake.signal() }
+        }
+    }
+
+    /// How long a write (and its flush) has recently taken.
+    var typicalWrite: Duration { .nanoseconds(queue.writeNanos.load(ordering: .relaxed)) }
 
     /// Writes batches until none is pending, then marks the queue idle (under the same lock
     /// that `submit` checks, so an item is never left behind).
@@ -126,31 +199,40 @@ final class GroupCommit<Item: Sendable>: Sendable {
         while true {
             queue.wake.wait()
             while true {
-                if let window = queue.window { collect(queue, window) }
+                collect(queue)
                 guard let batch = nextBatch(queue) else { break }
+                let started = ContinuousClock.now
                 do {
                     try write(batch.map(\.item))
                     settle(batch, nil)
                 } catch {
                     settle(batch, error)
                 }
+                let took = ContinuousClock.now - started
+                let nanos = Int(took.components.seconds) * 1_000_000_000 + Int(took.components.attoseconds / 1_000_000_000)
+                let average = queue.writeNanos.load(ordering: .relaxed)
+                queue.writeNanos.store(average == 0 ? nanos : average + (nanos - average) / 8, ordering: .relaxed)
             }
             if queue.state.withLock({ $0.closed && !$0.flushing }) { return }
         }
     }
 
-    /// Waits while operations under way may still join the batch: until none is left working,
-    /// the batch is full, its oldest item has waited `maxDelay`, or the queue closes.
-    private static func collect(_ queue: Queue, _ window: Window) {
+    /// Waits while the batch may still grow: until the soonest item in it is due (and, with a
+    /// window, while operations under way may still join, up to `maxDelay`), unless the batch
+    /// is full, someone waits for an item in it, or the queue closes.
+    private static func collect(_ queue: Queue) {
         while true {
             // `collecting` is set before `working` is read, so an operation that reaches the
             // ledger after the read sees it set and wakes this thread.
-            let (count, oldest, closed) = queue.state.withLock { s in
+            let (count, oldest, due, hurry, closed) = queue.state.withLock { s in
                 s.collecting = true
-                return (s.pending.count, s.oldest, s.closed)
+                return (s.pending.count, s.oldest, s.due, s.hurry, s.closed)
             }
-            let remaining = window.maxDelay - (ContinuousClock.now - oldest)
-            guard !closed, count > 0, count < window.maxItems, window.working() > 0, remaining > .zero else { break }
+            guard !closed, !hurry, count > 0, count < queue.maxItems else { break }
+            var deadline = due
+            if let window = queue.window, window.working() > 0 { deadline = max(deadline, oldest + window.maxDelay) }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { break }
             let c = remaining.components
             let nanos = Int(c.seconds) * 1_000_000_000 + Int(c.attoseconds / 1_000_000_000)
             _ = queue.wake.wait(timeout: .now() + .nanoseconds(max(1, nanos)))
@@ -158,28 +240,40 @@ final class GroupCommit<Item: Sendable>: Sendable {
         queue.state.withLock { $0.collecting = false }
     }
 
-    /// Acknowledges a written batch (`error` nil) or fails every caller in it with `error`,
-    /// each on its own event loop: one hand-off per loop and batch.
+    /// Acknowledges a written batch (`error` nil) or fails every item in it with `error`. Callers
+    /// already waiting are resumed each on its own event loop: one hand-off per loop and batch.
     private static func settle(_ batch: [Waiter], _ error: (any Error)?) {
+        let outcome: Result<Void, any Error> = error.map { .failure($0) } ?? .success(())
         var byLoop: [(loop: any EventLoop, continuations: [CheckedContinuation<Void, any Error>])] = []
         for w in batch {
-            guard let loop = w.loop else {
-                resume(w.continuation, error)
+            let (parked, loop) = w.ticket.state.withLock { t in
+                t.outcome = outcome
+                defer { t.continuation = nil }
+                return (t.continuation, t.loop)
+            }
+            guard let parked else { continue }
+            guard let loop else {
+                parked.resume(with: outcome)
                 continue
             }
             if let i = byLoop.firstIndex(where: { $0.loop === loop }) {
-                byLoop[i].continuations.append(w.continuation)
+                byLoop[i].continuations.append(parked)
             } else {
-                byLoop.append((loop, [w.continuation]))
+                byLoop.append((loop, [parked]))
             }
         }
         for (loop, continuations) in byLoop {
-            loop.execute { for c in continuations { resume(c, error) } }
+            loop.execute { for c in continuations { c.resume(with: outcome) } }
         }
     }
 
-    private static func resume(_ c: CheckedContinuation<Void, any Error>, _ error: (any Error)?) {
-        if let error { c.resume(throwing: error) } else { c.resume() }
+    private static func finish(_ ticket: Ticket, _ outcome: Result<Void, any Error>) {
+        let parked = ticket.state.withLock { t in
+            t.outcome = outcome
+            defer { t.continuation = nil }
+            return t.continuation
+        }
+        parked?.resume(with: outcome)
     }
 
     private static func nextBatch(_ queue: Queue) -> [Waiter]? {
@@ -188,7 +282,11 @@ final class GroupCommit<Item: Sendable>: Sendable {
                 s.flushing = false
                 return nil
             }
-            defer { s.pending = [] }
+            defer {
+                s.pending = []
+                s.taken = s.enqueued
+                s.hurry = false
+            }
             return s.pending
         }
     }

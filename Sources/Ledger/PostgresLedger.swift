@@ -101,7 +101,7 @@ public final class PostgresLedger: UsageLedger, LedgerStore, LedgerLifecycle, Ev
     }
 
     /// No reservations here: a signing's event is committed after it, as `record` does.
-    public func reserveSigning(_ planned: UsageEvent) async throws -> UsageReservation? { nil }
+    public func reserveSigning(_ planned: UsageEvent) -> UsageReservation? { nil }
 
     public func fulfil(_ reservation: UsageReservation, with event: UsageEvent) async throws {
         try await record(event)

@@ -35,9 +35,11 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         public var logger: Logger
         /// Replaces fdatasync (tests: a failing disk).
         var flush: (@Sendable (Int32) -> Int32)?
+        /// The longest a reservation waits for others to share its flush (`ReservationSchedule`).
+        var maxReservationHold: Duration = .milliseconds(5)
 
         public init(journalDirectory: String? = nil, commitDelay: Duration = .zero,
-                    inFlight: OperationsInFlight? = nil, applyInterval: Duration = .milliseconds(50),
+                    inFlight: OperationsInFlight? = nil, applyInterval: Duration = .milliseconds(500),
                     segmentBytes: Int = 8 << 20, lockWait: Duration = .seconds(5),
                     logger: Logger = Logger(label: "cscgate.ledger")) {
             self.journalDirectory = journalDirectory; self.commitDelay = commitDelay; self.inFlight = inFlight
@@ -50,6 +52,8 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
     private let writer: SQLiteChainWriter
     let backlog: JournalBacklog
     private let commits: GroupCommit<UsageJournal.Item>
+    let schedule: ReservationSchedule
+    private let inFlight: OperationsInFlight?
     /// Events the journal held at open beyond the database, stored before anything new.
     public let recoveredEvents: Int
 
@@ -101,6 +105,8 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         let backlog = JournalBacklog(writer: writer, journal: journal, appliedThrough: max(applied, recovered.lastSeq),
                                      interval: options.applyInterval, logger: options.logger)
         self.backlog = backlog
+        inFlight = options.inFlight
+        schedule = ReservationSchedule(maxHold: options.maxReservationHold)
         let window = options.inFlight.flatMap { inFlight in
             options.commitDelay > .zero
                 ? GroupCommit<UsageJournal.Item>.Window(maxDelay: options.commitDelay, maxItems: 256, working: { inFlight.working })
@@ -122,9 +128,14 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         try await commits.submit(UsageJournal.Item(event: event))
     }
 
-    public func reserveSigning(_ planned: UsageEvent) async throws -> UsageReservation? {
-        try await commits.submit(UsageJournal.Item(event: planned, reserved: true))
-        return UsageReservation(key: UsageJournal.reservationKey(planned))
+    public func reserveSigning(_ planned: UsageEvent) -> UsageReservation? {
+        let started = ContinuousClock.now
+        let due = schedule.due(upstream: planned.upstream, concurrent: (inFlight?.working ?? 0) > 1, flush: commits.typicalWrite)
+        let ticket = commits.enqueue(UsageJournal.Item(event: planned, reserved: true), due: due)
+        return UsageReservation(key: UsageJournal.reservationKey(planned)) { [commits, schedule] in
+            schedule.signed(upstream: planned.upstream, took: .now - started)
+            try await commits.wait(ticket)
+        }
     }
 
     public func fulfil(_ reservation: UsageReservation, with event: UsageEvent) async throws {

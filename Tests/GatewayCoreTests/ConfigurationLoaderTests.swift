@@ -441,7 +441,7 @@ struct ConfigurationLoaderTests {
         var folder = try ConfigFolder()
         var ledger = try folder.load().gateway.ledger
         #expect(ledger.journalDirectory == nil, "default: beside the file")
-        #expect(ledger.commitDelay == 0 && ledger.applyInterval == 50)
+        #expect(ledger.commitDelay == 0 && ledger.applyInterval == 500)
         folder.gateway += "\nledger:\n  path: l.sqlite\n  journal: fast/journal\n  commitDelay: 0.5\n  applyInterval: 1000\n"
         ledger = try folder.load().gateway.ledger
         #expect(ledger.journalDirectory?.hasSuffix("/fast/journal") == true)

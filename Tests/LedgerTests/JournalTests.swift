@@ -396,4 +396,59 @@ struct JournalTests {
         await slow.shutdown()
         await ledger.shutdown()
     }
+
+    @Test("reservations of concurrent slow signings share one flush; a signing that ends or fails is not kept waiting")
+    func heldReservations() async throws {
+        let inFlight = OperationsInFlight()
+        let flushes = Atomic<Int>(0)
+        var options = SQLiteLedger.Options(inFlight: inFlight)
+        options.flush = { fd in
+            flushes.add(1, ordering: .relaxed)
+            return fdatasync(fd)
+        }
+        // A hold of a minute, so that one that never ends is unmistakable on a stalling machine.
+        options.maxReservationHold = .seconds(60)
+        let ledger = try SQLiteLedger(path: try Self.ledgerPath(), options: options)
+        // vendor-a's signings take about 100 s, and others are under way: hold for the full minute.
+        ledger.schedule.signed(upstream: "vendor-a", took: .seconds(100))
+        inFlight.enter()
+        inFlight.enter()
+        let before = flushes.load(ordering: .relaxed)
+        let started = ContinuousClock.now
+        let first = try #require(ledger.reserveSigning(event(1)))
+        let second = try #require(ledger.reserveSigning(event(2)))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(flushes.load(ordering: .relaxed) == before, "both are held back")
+        // 1's signing ends: both reservations go to disk in one flush, at once.
+        try await first.confirm()
+        try await second.confirm()
+        #expect(flushes.load(ordering: .relaxed) == before + 1)
+        #expect(ContinuousClock.now - started < .seconds(30))
+        try await ledger.fulfil(first, with: event(1))
+        try await ledger.fulfil(second, with: event(2))
+
+        // 3's signing fails while its reservation is held: the release takes it along, at once.
+        let third = try #require(ledger.reserveSigning(event(3)))
+        let failedAt = ContinuousClock.now
+        var failed = event(3, outcome: .failed)
+        failed.id = UsageEvent.attemptID(failed.id, outcome: .failed, time: failed.time)
+        try await ledger.release(third, with: failed)
+        #expect(ContinuousClock.now - failedAt < .seconds(30))
+        #expect(flushes.load(ordering: .relaxed) == before + 2)
+
+        // One running alone is never held back.
+        inFlight.leave()
+        let alone = try #require(ledger.reserveSigning(event(4)))
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(flushes.load(ordering: .relaxed) == before + 3)
+        try await alone.confirm()
+        try await ledger.fulfil(alone, with: event(4))
+        inFlight.leave()
+
+        try await ledger.caughtUp()
+        let stored = try await ledger.events(tenant: "acme", after: 0, limit: 10).map(\.event)
+        #expect(stored.map(\.requestID) == ["req-1", "req-2", "req-3", "req-4"])
+        #expect(stored.map(\.outcome) == [.ok, .ok, .failed, .ok])
+        await ledger.shutdown()
+    }
 }

@@ -111,9 +111,9 @@ def admin(url: str, method: str, path: str) -> requests.Response:
                             timeout=15)
 
 
-# The SQLite file trails the gateway's journal by at most `ledger.applyInterval` (50 ms by
+# The SQLite file trails the gateway's journal by at most `ledger.applyInterval` (500 ms by
 # default): every answered operation is durable in the journal at once, in the file a moment later.
-LEDGER_FILE_LAG = 0.3
+LEDGER_FILE_LAG = 1.0
 
 
 def ledger_rows(workdir: Path, sql: str, args: tuple = ()) -> list[tuple]:

@@ -114,7 +114,7 @@ class Client:
 
 
 def ledger_rows(gw_dir: Path, sql: str, args=()) -> list[tuple]:
-    time.sleep(LEDGER_FILE_LAG)  # the file trails the journal by at most 50 ms
+    time.sleep(LEDGER_FILE_LAG)  # the file trails the journal by at most applyInterval
     with sqlite3.connect(f'file:{gw_dir / "ledger.sqlite"}?mode=ro', uri=True) as db:
         return db.execute(sql, args).fetchall()
 

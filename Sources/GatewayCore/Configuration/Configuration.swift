@@ -83,7 +83,7 @@ public struct GatewayConfiguration: Sendable {
         public var commitDelay: Double = 0
         /// SQLite: `ledger.applyInterval` in milliseconds, how long an acknowledged event may wait
         /// in the journal before it is stored in the file (longer: fewer, larger transactions).
-        public var applyInterval: Double = 50
+        public var applyInterval: Double = 500
 
         public init(store: Store, checkpointKeyFile: String, checkpointInterval: Int) {
             self.store = store; self.checkpointKeyFile = checkpointKeyFile; self.checkpointInterval = checkpointInterval

@@ -291,7 +291,7 @@ public enum ConfigurationLoader {
             } else {
                 settings.journalDirectory = m.string("journal").map { resolve($0, base: base) }
                 settings.commitDelay = m.double("commitDelay", default: 0, range: 0...10)
-                settings.applyInterval = m.double("applyInterval", default: 50, range: 1...60_000)
+                settings.applyInterval = m.double("applyInterval", default: 500, range: 1...60_000)
             }
         }
         return settings

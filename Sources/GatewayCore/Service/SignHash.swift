@@ -87,8 +87,8 @@ extension Gateway {
             hashAlgorithm: hashAlgo, signAlgorithm: signAlgo, signAlgorithmParameters: request.signAlgorithmParameters,
             clientData: request.clientData)
         // Its ok event is made durable meanwhile, so the answer waits for the slower of the two.
-        async let reserved: Void = reserveSigning(caller, context, note, signatures: request.hashes.count,
-                                                  signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid)
+        let reservation = reserveSigning(caller, context, note, signatures: request.hashes.count,
+                                         signAlgorithm: request.signAlgorithm, hashAlgorithm: hash?.oid)
         let signed: SignHashResult
         let upstreamStarted = ContinuousClock.now
         do {
@@ -97,13 +97,12 @@ extension Gateway {
                 "upstream": .string(route.upstream), "upstream_ms": .string(Self.milliseconds(since: upstreamStarted)),
             ])
         } catch {
-            // Settled before the failure is recorded, which then releases the reservation.
-            try? await reserved
+            // The failure, recorded next, releases the reservation (written after it).
             await usage.refund(claims, hashes: encodedHashes, logger: context.logger)
             admission.cancel(context)
             throw error
         }
-        try await reserved
+        try await confirm(reservation, context)
 
         // 11. Answer: one signature per hash, ECDSA in the encoding the OID promises.
         note.stage("response")

@@ -78,21 +78,31 @@ public protocol UsageLedger: Sendable {
     func record(_ event: UsageEvent) async throws
     /// A recorded ok event with this id, for answering a retried request.
     func recordedEvent(id: String) async throws -> UsageEvent?
-    /// Makes a signing's ok event durable while the signing runs, so that its answer waits for
-    /// the slower of the two instead of both in turn. The signing then ends in `fulfil` (it
-    /// signed) or `release` (it did not); one that never ends is billed as signed. Nil when
-    /// this ledger does not reserve: the outcome is then `record`ed as usual.
-    func reserveSigning(_ planned: UsageEvent) async throws -> UsageReservation?
+    /// Starts making a signing's ok event durable while the signing runs, so that its answer
+    /// waits for the slower of the two instead of both in turn. The signing then ends in
+    /// `fulfil` (it signed, after `UsageReservation.confirm`) or `release` (it did not); one
+    /// that never ends is billed as signed. Nil when this ledger does not reserve: the outcome
+    /// is then `record`ed as usual.
+    func reserveSigning(_ planned: UsageEvent) -> UsageReservation?
     /// The ok event of a reserved signing; durable through its reservation, so no flush is waited for.
     func fulfil(_ reservation: UsageReservation, with event: UsageEvent) async throws
     /// The refusal or failure of a reserved signing, durable on return: it unbills the reservation.
     func release(_ reservation: UsageReservation, with event: UsageEvent) async throws
 }
 
-/// A signing's durable reservation in the ledger (`UsageLedger.reserveSigning`).
+/// A signing's reservation in the ledger (`UsageLedger.reserveSigning`), on its way to disk.
 public struct UsageReservation: Sendable {
     public let key: String
-    public init(key: String) { self.key = key }
+    private let durable: @Sendable () async throws -> Void
+
+    public init(key: String, durable: @escaping @Sendable () async throws -> Void) {
+        self.key = key
+        self.durable = durable
+    }
+
+    /// Returns once the reservation is on disk; throws if it could not be written. Called when
+    /// the signing has ended: a reservation still held back to share a flush is written now.
+    public func confirm() async throws { try await durable() }
 }
 
 /// Operations that have started and not yet reached the ledger. The ledger's group commit
@@ -177,22 +187,28 @@ extension Gateway {
         }
     }
 
-    /// Makes the ok event of the signing about to run durable while it runs. The signatures
-    /// it will return are not answered before this returns; if it throws, they are withheld.
+    /// Starts making the ok event of the signing about to run durable while it runs; nil without
+    /// a ledger that reserves. Its signatures are not answered before `confirm` has returned.
     func reserveSigning(_ caller: Caller, _ context: OperationContext, _ note: UsageNote, signatures: Int,
-                        signAlgorithm: String, hashAlgorithm: String?) async throws {
-        guard let ledger else { return }
+                        signAlgorithm: String, hashAlgorithm: String?) -> UsageReservation? {
+        guard let ledger else { return nil }
         var f = note.facts.withLock { $0 }
         f.signatures = signatures; f.signAlgorithm = signAlgorithm; f.hashAlgorithm = hashAlgorithm
         let id = UsageEvent.eventID(tenantID: caller.tenantID, clientID: caller.clientID, requestID: context.requestID,
                                     operation: CSCMethod.signaturesSignHash.operation)
         let planned = usageEvent(id, CSCMethod.signaturesSignHash, caller, context, f, micros: 0, outcome: .ok, error: nil)
+        let reservation = ledger.reserveSigning(planned)
+        note.facts.withLock { $0.reservation = reservation }
+        return reservation
+    }
+
+    /// Returns once the signing's reservation is durable; if it cannot be, the signatures are withheld.
+    func confirm(_ reservation: UsageReservation?, _ context: OperationContext) async throws {
+        guard let reservation else { return }
         do {
-            if let reservation = try await ledger.reserveSigning(planned) {
-                note.facts.withLock { $0.reservation = reservation }
-            }
+            try await reservation.confirm()
         } catch {
-            context.logger.error("signing could not be reserved in the ledger", metadata: ["event_id": .string(id)])
+            context.logger.error("signing could not be reserved in the ledger", metadata: ["reservation": .string(reservation.key)])
             throw Self.unrecorded
         }
     }
