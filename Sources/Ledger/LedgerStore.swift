@@ -106,9 +106,11 @@ public enum LedgerBackends {
 
     static func sqliteOptions(_ settings: GatewayConfiguration.LedgerSettings, inFlight: OperationsInFlight?)
         -> SQLiteLedger.Options {
-        SQLiteLedger.Options(journalDirectory: settings.journalDirectory,
-                             commitDelay: .microseconds(Int64((settings.commitDelay * 1000).rounded())), inFlight: inFlight,
-                             applyInterval: .microseconds(Int64((settings.applyInterval * 1000).rounded())))
+        var options = SQLiteLedger.Options(journalDirectory: settings.journalDirectory,
+                                           commitDelay: .microseconds(Int64((settings.commitDelay * 1000).rounded())), inFlight: inFlight,
+                                           applyInterval: .microseconds(Int64((settings.applyInterval * 1000).rounded())))
+        options.reservationHold = .microseconds(Int64((settings.reservationHold * 1000).rounded()))
+        return options
     }
 
     /// What a reader found of a SQLite ledger's journal before reading the file.

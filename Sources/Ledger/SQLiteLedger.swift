@@ -36,7 +36,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
         /// Replaces fdatasync (tests: a failing disk).
         var flush: (@Sendable (Int32) -> Int32)?
         /// The longest a reservation waits for others to share its flush (`ReservationSchedule`).
-        var maxReservationHold: Duration = .milliseconds(5)
+        public var reservationHold: Duration = .milliseconds(5)
 
         public init(journalDirectory: String? = nil, commitDelay: Duration = .zero,
                     inFlight: OperationsInFlight? = nil, applyInterval: Duration = .milliseconds(500),
@@ -106,7 +106,7 @@ public final class SQLiteLedger: UsageLedger, LedgerStore, LedgerLifecycle, Evid
                                      interval: options.applyInterval, logger: options.logger)
         self.backlog = backlog
         inFlight = options.inFlight
-        schedule = ReservationSchedule(maxHold: options.maxReservationHold)
+        schedule = ReservationSchedule(maxHold: options.reservationHold)
         let window = options.inFlight.flatMap { inFlight in
             options.commitDelay > .zero
                 ? GroupCommit<UsageJournal.Item>.Window(maxDelay: options.commitDelay, maxItems: 256, working: { inFlight.working })

@@ -441,11 +441,13 @@ struct ConfigurationLoaderTests {
         var folder = try ConfigFolder()
         var ledger = try folder.load().gateway.ledger
         #expect(ledger.journalDirectory == nil, "default: beside the file")
-        #expect(ledger.commitDelay == 0 && ledger.applyInterval == 500)
-        folder.gateway += "\nledger:\n  path: l.sqlite\n  journal: fast/journal\n  commitDelay: 0.5\n  applyInterval: 1000\n"
+        #expect(ledger.commitDelay == 0 && ledger.applyInterval == 500 && ledger.reservationHold == 5)
+        folder.gateway += "\nledger:\n  path: l.sqlite\n  journal: fast/journal\n  commitDelay: 0.5\n  applyInterval: 1000\n  reservationHold: 0\n"
         ledger = try folder.load().gateway.ledger
         #expect(ledger.journalDirectory?.hasSuffix("/fast/journal") == true)
-        #expect(ledger.commitDelay == 0.5 && ledger.applyInterval == 1000)
+        #expect(ledger.commitDelay == 0.5 && ledger.applyInterval == 1000 && ledger.reservationHold == 0)
+        folder.gateway = ConfigFolder.validGateway + "\nledger:\n  reservationHold: 60\n"
+        try folder.expectIssue("'ledger.reservationHold' must be a number between 0.0 and 50.0", file: folder.gatewayFile, line: nil)
         folder.gateway = ConfigFolder.validGateway + "\nledger:\n  commitDelay: 50\n"
         try folder.expectIssue("'ledger.commitDelay' must be a number between 0.0 and 10.0", file: folder.gatewayFile, line: nil)
         folder.gateway = ConfigFolder.validGateway + "\nledger:\n  applyInterval: 0\n"

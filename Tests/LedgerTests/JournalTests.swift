@@ -407,7 +407,7 @@ struct JournalTests {
             return fdatasync(fd)
         }
         // A hold of a minute, so that one that never ends is unmistakable on a stalling machine.
-        options.maxReservationHold = .seconds(60)
+        options.reservationHold = .seconds(60)
         let ledger = try SQLiteLedger(path: try Self.ledgerPath(), options: options)
         // vendor-a's signings take about 100 s, and others are under way: hold for the full minute.
         ledger.schedule.signed(upstream: "vendor-a", took: .seconds(100))

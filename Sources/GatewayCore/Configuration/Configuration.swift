@@ -84,6 +84,9 @@ public struct GatewayConfiguration: Sendable {
         /// SQLite: `ledger.applyInterval` in milliseconds, how long an acknowledged event may wait
         /// in the journal before it is stored in the file (longer: fewer, larger transactions).
         public var applyInterval: Double = 500
+        /// SQLite: `ledger.reservationHold` in milliseconds, the longest a signing's reservation
+        /// waits for concurrent ones to share its flush (0: never; README, "Reservations").
+        public var reservationHold: Double = 5
 
         public init(store: Store, checkpointKeyFile: String, checkpointInterval: Int) {
             self.store = store; self.checkpointKeyFile = checkpointKeyFile; self.checkpointInterval = checkpointInterval

@@ -280,18 +280,19 @@ public enum ConfigurationLoader {
 
     static func parseLedger(_ m: YAMLMap?, base: URL) -> GatewayConfiguration.LedgerSettings {
         m?.rejectUnknownKeys(["path", "url", "passwordEnv", "passwordFile", "schema", "maxConnections", "checkpointKeyFile",
-                              "checkpointInterval", "enabled", "journal", "commitDelay", "applyInterval"])
+                              "checkpointInterval", "enabled", "journal", "commitDelay", "applyInterval", "reservationHold"])
         var settings = parseLedgerStore(m, base: base)
         settings.enabled = m?.bool("enabled", default: true) ?? true
         if let m {
             if settings.path == nil {
-                for key in ["journal", "commitDelay", "applyInterval"] where m[key] != nil {
+                for key in ["journal", "commitDelay", "applyInterval", "reservationHold"] where m[key] != nil {
                     m.log.add("'\(m.key(key))' applies to a SQLite ledger only (PostgreSQL commits on the server)", at: m[key])
                 }
             } else {
                 settings.journalDirectory = m.string("journal").map { resolve($0, base: base) }
                 settings.commitDelay = m.double("commitDelay", default: 0, range: 0...10)
                 settings.applyInterval = m.double("applyInterval", default: 500, range: 1...60_000)
+                settings.reservationHold = m.double("reservationHold", default: 5, range: 0...50)
             }
         }
         return settings
