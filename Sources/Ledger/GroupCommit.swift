@@ -87,7 +87,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
         case task(@Sendable ([Item]) async throws -> Void)
         /// A thread of its own that blocks in each write (the SQLite ledger's journal): the next
         /// batch starts the moment a flush returns, instead of waiting for a turn on a busy
-        /// event loop.
+        /// event loop. It runs as `NamedThread.Scheduling.batch`.
         case thread(name: String, window: Window?, @Sendable ([Item]) throws -> Void)
     }
 
@@ -102,7 +102,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
         if case .thread(let name, let window, let write) = driver {
             let queue = Queue(window: window)
             self.queue = queue
-            NamedThread.start(name) { Self.runThread(queue, write) }
+            NamedThread.start(name, scheduling: .batch) { Self.runThread(queue, write) }
         } else {
             self.queue = Queue(window: nil)
         }

@@ -90,7 +90,7 @@ final class JournalBacklog: Sendable {
         logger[metadataKey: "request_id"] = "ledger-apply"
         self.logger = logger
         state = Mutex(State(appliedThrough: appliedThrough, acknowledgedThrough: appliedThrough))
-        NamedThread.start("ledger-apply") { [self] in run() }
+        NamedThread.start("ledger-apply", scheduling: .batch) { [self] in run() }
     }
 
     /// Called by the journal's writer before it writes a batch: waits while too many events

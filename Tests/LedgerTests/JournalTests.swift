@@ -361,6 +361,27 @@ struct JournalTests {
         await first.shutdown()
     }
 
+    @Test("the ledger's writer threads run as SCHED_BATCH: waking them never preempts a request's thread")
+    func writersRunAsBatch() async throws {
+        let ledger = try SQLiteLedger(path: try Self.ledgerPath())
+        try await ledger.record(event(1))
+        var policies: [String: Set<Int>] = [:]
+        for tid in try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") {
+            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
+                  let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+                  let close = stat.range(of: ")", options: .backwards) else { continue }
+            let name = comm.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard name.hasPrefix("ledger-") else { continue }
+            // After the name: field 3 (state) onwards; field 41 is the scheduling policy.
+            let fields = stat[close.upperBound...].split(separator: " ")
+            policies[name, default: []].insert(fields.count > 38 ? Int(fields[38]) ?? -1 : -1)
+        }
+        let batch = 3
+        #expect(policies["ledger-journal"] == [batch])
+        #expect(policies["ledger-apply"] == [batch])
+        await ledger.shutdown()
+    }
+
     // MARK: Commit window
 
     @Test("an operation alone is written at once, whatever the commit delay")
