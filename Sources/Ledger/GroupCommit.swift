@@ -183,7 +183,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
     var typicalWrite: Duration { .nanoseconds(queue.writeNanos.load(ordering: .relaxed)) }
 
     /// Writes batches until none is pending, then marks the queue idle (under the same lock
-    /// that `submit` checks, so an item is never left behind).
+    /// that `enqueue` checks, so an item is never left behind).
     private static func drain(_ queue: Queue, _ write: ([Item]) async throws -> Void) async {
         while let batch = nextBatch(queue) {
             do {
@@ -208,8 +208,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
                 } catch {
                     settle(batch, error)
                 }
-                let took = ContinuousClock.now - started
-                let nanos = Int(took.components.seconds) * 1_000_000_000 + Int(took.components.attoseconds / 1_000_000_000)
+                let nanos = (ContinuousClock.now - started).wholeNanoseconds
                 let average = queue.writeNanos.load(ordering: .relaxed)
                 queue.writeNanos.store(average == 0 ? nanos : average + (nanos - average) / 8, ordering: .relaxed)
             }
@@ -233,9 +232,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
             if let window = queue.window, window.working() > 0 { deadline = max(deadline, oldest + window.maxDelay) }
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { break }
-            let c = remaining.components
-            let nanos = Int(c.seconds) * 1_000_000_000 + Int(c.attoseconds / 1_000_000_000)
-            _ = queue.wake.wait(timeout: .now() + .nanoseconds(max(1, nanos)))
+            _ = queue.wake.wait(timeout: .now() + .nanoseconds(max(1, remaining.wholeNanoseconds)))
         }
         queue.state.withLock { $0.collecting = false }
     }
@@ -301,3 +298,7 @@ final class GroupCommit<Item: Sendable>: Sendable {
 }
 
 private enum GroupCommitStep { case refuse, wait, start, closeWindow }
+
+extension Duration {
+    var wholeNanoseconds: Int { Int(components.seconds) * 1_000_000_000 + Int(components.attoseconds / 1_000_000_000) }
+}

@@ -197,8 +197,7 @@ final class JournalBacklog: Sendable {
                 wake.wait()
                 journal.prepareSpare()
             case .sleep(let d?):
-                let c = d.components
-                _ = wake.wait(timeout: .now() + .nanoseconds(max(1, Int(c.seconds) * 1_000_000_000 + Int(c.attoseconds / 1_000_000_000))))
+                _ = wake.wait(timeout: .now() + .nanoseconds(max(1, d.wholeNanoseconds)))
             case .store:
                 store()
             }

@@ -23,7 +23,7 @@ final class ReservationSchedule: Sendable {
 
     func signed(upstream: String?, took: Duration) {
         guard let upstream else { return }
-        let nanos = Int(took.components.seconds) * 1_000_000_000 + Int(took.components.attoseconds / 1_000_000_000)
+        let nanos = took.wholeNanoseconds
         typical.withLock { t in
             let average = t[upstream] ?? nanos
             t[upstream] = average + (nanos - average) / 8
